@@ -1,0 +1,13 @@
+"""Test-wide setup: 8 host CPU devices for sharding tests, float32 matmuls, tiny presets."""
+
+import os
+
+# Must happen before jax is imported anywhere: sharding tests need 8 devices on one CPU.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import jax  # noqa: E402
+
+# Parity tests compare against PyTorch float32: keep XLA's CPU matmuls at full precision.
+jax.config.update("jax_default_matmul_precision", "highest")
