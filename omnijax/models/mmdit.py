@@ -1,0 +1,426 @@
+"""MMDiT with omni-conditions: two token streams, joint attention, adaLN-zero, audio cross-attention.
+
+    x (B, F, h, w, c) noisy latents  (+ pose features on extra channels)
+    ref (B, 1, h, w, c), motion (B, M, h, w, c)   clean prefix, modulated as t = 0
+        -> patchify 1x2x2 -> visual tokens [ref | motion | noisy]       (B, N, W)
+    text (B, L, Dt) -> projector -> text tokens                         (B, L, W)
+    audio (B, T, Da) -> projector -> per-latent-frame windows           (B, F, S, W)
+    per block (scanned, remat policy from config):
+        adaLN(t) -> joint attention over [visual | text] (own qkv/out weights, RMS QK-norm,
+        3D RoPE on visual) -> audio cross-attention (noisy tokens of frame f see only the
+        audio window of f) -> adaLN(t) -> separate MLPs
+    noisy tokens -> adaLN(t) -> linear -> unpatchify -> velocity       (B, F, h, w, c)
+
+Modulation follows Wan2.1: one time projection to 6 x W per stream shared by all blocks,
+plus a learned per-block table; both zero-initialised (adaLN-zero), so a fresh block is
+the identity and a fresh model outputs zeros.
+
+The residual stream is float32; matmuls run in `config.dtype` (bf16 on accelerators) with
+`config.param_dtype` master weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from omnijax.models import conditions as cond
+from omnijax.models.attention import attention
+from omnijax.models.partitioning import constrain, param_init
+from omnijax.models.rope import apply_rope, rope_angles, visual_positions
+
+CONDITIONS = ("ref", "audio", "pose", "text")
+
+REMAT_POLICIES = {
+    "none": None,
+    "nothing_saveable": jax.checkpoint_policies.nothing_saveable,
+    "dots_saveable": jax.checkpoint_policies.dots_saveable,
+    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "everything_saveable": jax.checkpoint_policies.everything_saveable,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class MMDiTConfig:
+    width: int = 64
+    depth: int = 2
+    heads: int = 2
+    ffn: int = 256                   # MLP hidden of both streams
+    latent_channels: int = 16
+    patch: tuple[int, int] = (2, 2)  # spatial patch (temporal patch is 1)
+    freq_dim: int = 256              # sinusoidal timestep features
+    text_dim: int = 64
+    audio_dim: int = 80
+    audio_hidden: int = 64
+    audio_window: int = 1            # adjacent latent frames on each side
+    pose_channels: int = 13          # keypoints K
+    pose_scale: float = 0.5          # heatmap size / video size
+    pose_hidden: int = 16
+    pose_dim: int = 8                # pose-guider channels concatenated to the latents
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-6
+    attention: str = "auto"          # auto | xla | cudnn | splash | reference
+    remat: str = "none"              # see REMAT_POLICIES
+    scan_layers: bool = True
+    dtype: str = "float32"           # compute dtype
+    param_dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+        if (self.width // self.heads) % 2 or self.width // self.heads < 6:
+            raise ValueError(f"head_dim {self.width // self.heads} must be even and >= 6 (3D RoPE)")
+        if self.remat not in REMAT_POLICIES:
+            raise ValueError(f"remat {self.remat!r} not in {sorted(REMAT_POLICIES)}")
+        object.__setattr__(self, "patch", tuple(self.patch))
+
+    @property
+    def head_dim(self) -> int:
+        return self.width // self.heads
+
+    @classmethod
+    def tiny(cls, **kw) -> "MMDiTConfig":
+        """CPU tests and the demo (~0.4M parameters)."""
+        return cls(**{**dict(width=64, depth=2, heads=2, ffn=256), **kw})
+
+    @classmethod
+    def small(cls, **kw) -> "MMDiTConfig":
+        """Single-GPU experiments (~110M parameters)."""
+        return cls(**{**dict(width=512, depth=12, heads=8, ffn=2048, audio_hidden=512, pose_hidden=64,
+                             pose_dim=16, text_dim=4096, audio_dim=768), **kw})
+
+    @classmethod
+    def base(cls, **kw) -> "MMDiTConfig":
+        """Wan2.1-1.3B-sized visual stream (width 1536, 30 layers, 12 heads, ffn 8960)."""
+        return cls(**{**dict(width=1536, depth=30, heads=12, ffn=8960, audio_hidden=1024, pose_hidden=128,
+                             pose_dim=16, text_dim=4096, audio_dim=768, remat="dots_with_no_batch_dims_saveable",
+                             dtype="bfloat16"), **kw})
+
+    @classmethod
+    def large(cls, **kw) -> "MMDiTConfig":
+        """About 7B parameters over both streams."""
+        return cls(**{**dict(width=3072, depth=32, heads=24, ffn=8192, audio_hidden=1024, pose_hidden=128,
+                             pose_dim=16, text_dim=4096, audio_dim=768, remat="nothing_saveable",
+                             dtype="bfloat16"), **kw})
+
+    @classmethod
+    def preset(cls, name: str, **kw) -> "MMDiTConfig":
+        if name not in PRESETS:
+            raise ValueError(f"unknown MMDiT preset {name!r}; known: {PRESETS}")
+        return getattr(cls, name)(**kw)
+
+
+PRESETS = ("tiny", "small", "base", "large")
+
+
+def _rms_norm(dim: int, eps: float, rngs: nnx.Rngs, param_dtype) -> nnx.RMSNorm:
+    return nnx.RMSNorm(dim, epsilon=eps, dtype=jnp.float32, param_dtype=param_dtype,
+                       scale_init=param_init(nnx.initializers.ones_init(), "norm"), rngs=rngs)
+
+
+def _layer_norm(dim: int, eps: float, rngs: nnx.Rngs, affine: bool = False) -> nnx.LayerNorm:
+    return nnx.LayerNorm(dim, epsilon=eps, use_scale=affine, use_bias=affine, dtype=jnp.float32,
+                         scale_init=param_init(nnx.initializers.ones_init(), "norm"),
+                         bias_init=param_init(nnx.initializers.zeros_init(), "norm"), rngs=rngs)
+
+
+def _modulate(x: jax.Array, shift: jax.Array, scale: jax.Array, n_prefix: int) -> jax.Array:
+    """x (B, N, W); shift/scale (B, 2, W): row 0 for the clean prefix tokens, row 1 for the rest."""
+    if n_prefix == 0:
+        return x * (1 + scale[:, 1:2]) + shift[:, 1:2]
+    head = x[:, :n_prefix] * (1 + scale[:, 0:1]) + shift[:, 0:1]
+    tail = x[:, n_prefix:] * (1 + scale[:, 1:2]) + shift[:, 1:2]
+    return jnp.concatenate([head, tail], axis=1)
+
+
+def _gate(x: jax.Array, gate: jax.Array, n_prefix: int) -> jax.Array:
+    """x (B, N, W) times gate (B, 2, W), row 0 on the prefix tokens, row 1 on the rest."""
+    if n_prefix == 0:
+        return x * gate[:, 1:2]
+    return jnp.concatenate([x[:, :n_prefix] * gate[:, 0:1], x[:, n_prefix:] * gate[:, 1:2]], axis=1)
+
+
+class StreamWeights(nnx.Module):
+    """One stream's half of a block: qkv, QK-norms, out projection, MLP, modulation table."""
+
+    def __init__(self, cfg: MMDiTConfig, *, rngs: nnx.Rngs):
+        d, dt, pdt = cfg.width, jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+        kw = dict(rngs=rngs, dtype=dt, param_dtype=pdt)
+        self.norm1 = _layer_norm(d, cfg.norm_eps, rngs)
+        self.qkv = cond.linear(d, 3 * d, ("embed", "heads"), **kw)
+        self.q_norm = _rms_norm(cfg.head_dim, cfg.norm_eps, rngs, pdt)
+        self.k_norm = _rms_norm(cfg.head_dim, cfg.norm_eps, rngs, pdt)
+        self.out = cond.linear(d, d, ("heads", "embed"), **kw)
+        self.norm2 = _layer_norm(d, cfg.norm_eps, rngs)
+        self.mlp_in = cond.linear(d, cfg.ffn, ("embed", "mlp"), **kw)
+        self.mlp_out = cond.linear(cfg.ffn, d, ("mlp", "embed"), **kw)
+        # adaLN-zero: per-block offsets added to the shared time projection (zero at init).
+        self.modulation = nnx.Param(param_init(nnx.initializers.zeros_init(), None, "embed")(
+            rngs.params(), (6, d), pdt))
+
+    def qkv_heads(self, x: jax.Array, heads: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+        b, n, _ = x.shape
+        q, k, v = jnp.split(self.qkv(x), 3, axis=-1)
+        q = self.q_norm(q.reshape(b, n, heads, -1)).astype(v.dtype)
+        k = self.k_norm(k.reshape(b, n, heads, -1)).astype(v.dtype)
+        return q, k, v.reshape(b, n, heads, -1)
+
+    def mlp(self, x: jax.Array) -> jax.Array:
+        h = nnx.gelu(self.mlp_in(x), approximate=True)
+        h = constrain(h, ("batch", None, "act_mlp"))
+        return self.mlp_out(h)
+
+
+class AudioCrossAttention(nnx.Module):
+    """Noisy-frame tokens of latent frame f attend to the audio tokens of frame f only."""
+
+    def __init__(self, cfg: MMDiTConfig, *, rngs: nnx.Rngs):
+        d, dt, pdt = cfg.width, jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+        kw = dict(rngs=rngs, dtype=dt, param_dtype=pdt)
+        self.heads = cfg.heads
+        self.attention = cfg.attention
+        self.norm = _layer_norm(d, cfg.norm_eps, rngs, affine=True)
+        self.q = cond.linear(d, d, ("embed", "heads"), **kw)
+        self.kv = cond.linear(d, 2 * d, ("embed", "heads"), **kw)
+        self.q_norm = _rms_norm(cfg.head_dim, cfg.norm_eps, rngs, pdt)
+        self.k_norm = _rms_norm(cfg.head_dim, cfg.norm_eps, rngs, pdt)
+        # zero-init: audio enters a pretrained backbone as a no-op and is learned from there.
+        self.out = cond.linear(d, d, ("heads", "embed"), zero=True, **kw)
+
+    def __call__(self, x: jax.Array, audio: jax.Array, audio_mask: jax.Array, frames: int) -> jax.Array:
+        """x (B, F*G, W) noisy tokens; audio (B, F, S, W); audio_mask (B, F, S) -> update (B, F*G, W)."""
+        b, n, d = x.shape
+        g = n // frames
+        s = audio.shape[2]
+        h = self.norm(x).astype(x.dtype).reshape(b * frames, g, d)
+        q = self.q_norm(self.q(h).reshape(b * frames, g, self.heads, -1))
+        k, v = jnp.split(self.kv(audio.reshape(b * frames, s, d)), 2, axis=-1)
+        k = self.k_norm(k.reshape(b * frames, s, self.heads, -1))
+        v = v.reshape(b * frames, s, self.heads, -1)
+        o = attention(q.astype(v.dtype), k.astype(v.dtype), v, audio_mask.reshape(b * frames, s),
+                      implementation=self.attention)
+        return self.out(o.reshape(b, n, d))
+
+
+class MMDiTBlock(nnx.Module):
+    def __init__(self, cfg: MMDiTConfig, *, rngs: nnx.Rngs):
+        self.heads = cfg.heads
+        self.attention = cfg.attention
+        self.visual = StreamWeights(cfg, rngs=rngs)
+        self.text = StreamWeights(cfg, rngs=rngs)
+        self.audio = AudioCrossAttention(cfg, rngs=rngs)
+
+    def __call__(self, x: jax.Array, y: jax.Array, ctx: dict, n_prefix: int, frames: int
+                 ) -> tuple[jax.Array, jax.Array]:
+        """x (B, N, W) visual; y (B, L, W) text; ctx holds modulations, rope, masks, audio."""
+        vmod = ctx["visual_mod"] + self.visual.modulation[...][None, None]  # (B, 2, 6, W)
+        tmod = ctx["text_mod"] + self.text.modulation[...][None]            # (B, 6, W)
+        v_sh1, v_sc1, v_g1, v_sh2, v_sc2, v_g2 = (vmod[:, :, i] for i in range(6))
+        t_sh1, t_sc1, t_g1, t_sh2, t_sc2, t_g2 = (tmod[:, None, i] for i in range(6))
+        n = x.shape[1]
+
+        # joint attention over [visual | text]
+        hx = _modulate(self.visual.norm1(x), v_sh1, v_sc1, n_prefix)
+        hy = self.text.norm1(y) * (1 + t_sc1) + t_sh1
+        qx, kx, vx = self.visual.qkv_heads(hx, self.heads)
+        qy, ky, vy = self.text.qkv_heads(hy, self.heads)
+        qx = apply_rope(qx, ctx["rope_cos"], ctx["rope_sin"])
+        kx = apply_rope(kx, ctx["rope_cos"], ctx["rope_sin"])
+        q = constrain(jnp.concatenate([qx, qy], 1), ("batch", "length", "act_heads", "head_dim"))
+        k = constrain(jnp.concatenate([kx, ky], 1), ("batch", "length", "act_heads", "head_dim"))
+        v = constrain(jnp.concatenate([vx, vy], 1), ("batch", "length", "act_heads", "head_dim"))
+        o = attention(q, k, v, ctx["key_mask"], implementation=self.attention)
+        o = o.reshape(*o.shape[:2], -1)
+        x = x + _gate(self.visual.out(o[:, :n]), v_g1, n_prefix)
+        y = y + self.text.out(o[:, n:]) * t_g1
+
+        # audio cross-attention on the noisy tokens only
+        if "audio" in ctx:
+            upd = self.audio(x[:, n_prefix:], ctx["audio"], ctx["audio_mask"], frames)
+            x = jnp.concatenate([x[:, :n_prefix], x[:, n_prefix:] + upd], axis=1) if n_prefix else x + upd
+        x = constrain(x, ("batch", "length", "act_embed"))
+
+        # separate MLPs
+        hx = _modulate(self.visual.norm2(x), v_sh2, v_sc2, n_prefix)
+        x = x + _gate(self.visual.mlp(hx), v_g2, n_prefix)
+        hy = self.text.norm2(y) * (1 + t_sc2) + t_sh2
+        y = y + self.text.mlp(hy) * t_g2
+        return constrain(x, ("batch", "length", "act_embed")), constrain(y, ("batch", "text_length", "act_embed"))
+
+
+def patchify(x: jax.Array, patch: tuple[int, int]) -> jax.Array:
+    """(B, F, h, w, C) -> (B, F * h/ph * w/pw, ph * pw * C), frame-major, row-major."""
+    b, f, h, w, c = x.shape
+    ph, pw = patch
+    x = x.reshape(b, f, h // ph, ph, w // pw, pw, c).transpose(0, 1, 2, 4, 3, 5, 6)
+    return x.reshape(b, f * (h // ph) * (w // pw), ph * pw * c)
+
+
+def unpatchify(tokens: jax.Array, frames: int, h: int, w: int, patch: tuple[int, int]) -> jax.Array:
+    """Inverse of `patchify`: (B, F * gh * gw, ph * pw * C) -> (B, F, h, w, C)."""
+    b = tokens.shape[0]
+    ph, pw = patch
+    x = tokens.reshape(b, frames, h // ph, w // pw, ph, pw, -1).transpose(0, 1, 2, 4, 3, 5, 6)
+    return x.reshape(b, frames, h, w, -1)
+
+
+class MMDiT(nnx.Module):
+    """`MMDiT(config, rngs=nnx.Rngs(0))(x, t, *, ref, motion, audio, pose, text, text_mask, keep)`."""
+
+    def __init__(self, config: MMDiTConfig, *, rngs: nnx.Rngs):
+        cfg = self.config = config
+        d, dt, pdt = cfg.width, jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+        kw = dict(rngs=rngs, dtype=dt, param_dtype=pdt)
+        ph, pw = cfg.patch
+        self.patch_embed = cond.linear(ph * pw * (cfg.latent_channels + cfg.pose_dim), d, ("patch", "embed"), **kw)
+        self.time = cond.TimestepEmbedder(cfg.freq_dim, d, **kw)
+        # shared time projections (adaLN-zero): visual and text streams, 6 x W each
+        self.visual_time_proj = cond.linear(d, 6 * d, ("embed", "modulation"), zero=True, **kw)
+        self.text_time_proj = cond.linear(d, 6 * d, ("embed", "modulation"), zero=True, **kw)
+        self.text = cond.TextProjector(cfg.text_dim, d, **kw)
+        self.audio = cond.AudioProjector(cfg.audio_dim, cfg.audio_hidden, d, cfg.audio_window, **kw)
+        self.pose = cond.PoseGuider(cfg.pose_channels, cfg.pose_hidden, cfg.pose_dim, cfg.pose_scale, **kw)
+
+        @nnx.split_rngs(splits=cfg.depth)
+        @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
+        def make_blocks(rngs: nnx.Rngs) -> MMDiTBlock:
+            return MMDiTBlock(cfg, rngs=rngs)
+
+        self.blocks = make_blocks(rngs)
+        self.final_norm = _layer_norm(d, cfg.norm_eps, rngs)
+        self.final_modulation = nnx.Param(param_init(nnx.initializers.zeros_init(), None, "embed")(
+            rngs.params(), (2, d), pdt))
+        self.final_time_proj = cond.linear(d, 2 * d, ("embed", "modulation"), zero=True, **kw)
+        self.final_out = cond.linear(d, ph * pw * cfg.latent_channels, ("embed", "patch"), zero=True, **kw)
+
+    # ---------------------------------------------------------------- input checks
+    def _check(self, x, t, ref, motion, audio, pose, text, text_mask, keep) -> None:
+        cfg = self.config
+        if x.ndim != 5 or x.shape[-1] != cfg.latent_channels:
+            raise ValueError(f"x must be (B, F, h, w, {cfg.latent_channels}) noisy latents, got {x.shape}")
+        b, f, h, w, c = x.shape
+        ph, pw = cfg.patch
+        if h % ph or w % pw:
+            raise ValueError(f"latent grid {h}x{w} is not divisible by the patch {cfg.patch}")
+        if t.shape != (b,):
+            raise ValueError(f"t must be (B,) = ({b},), got {t.shape}")
+        for name, arr in (("ref", ref), ("motion", motion)):
+            if arr is not None and (arr.ndim != 5 or arr.shape[0] != b or arr.shape[2:] != (h, w, c)):
+                raise ValueError(f"{name} must be (B, n, h, w, c) = ({b}, n, {h}, {w}, {c}), got {arr.shape}")
+        if ref is not None and ref.shape[1] != 1:
+            raise ValueError(f"ref must hold exactly one latent frame, got {ref.shape}")
+        n_video = 1 + 4 * (f - 1)
+        if audio is not None and audio.shape != (b, n_video, cfg.audio_dim):
+            raise ValueError(f"audio must be (B, 1 + 4(F-1), audio_dim) = ({b}, {n_video}, {cfg.audio_dim}), "
+                             f"got {audio.shape}")
+        hp, wp = round(8 * h * cfg.pose_scale), round(8 * w * cfg.pose_scale)
+        if pose is not None and pose.shape != (b, n_video, hp, wp, cfg.pose_channels):
+            raise ValueError(f"pose must be (B, 1 + 4(F-1), Hp, Wp, K) = ({b}, {n_video}, {hp}, {wp}, "
+                             f"{cfg.pose_channels}), got {pose.shape}")
+        if text is not None:
+            if text.ndim != 3 or text.shape[0] != b or text.shape[2] != cfg.text_dim:
+                raise ValueError(f"text must be (B, L, {cfg.text_dim}), got {text.shape}")
+            if text_mask is not None and text_mask.shape != text.shape[:2]:
+                raise ValueError(f"text_mask must be (B, L) = {text.shape[:2]}, got {text_mask.shape}")
+        for name, k in (keep or {}).items():
+            if name not in CONDITIONS:
+                raise ValueError(f"keep has unknown condition {name!r}; known: {CONDITIONS}")
+            if jnp.shape(k) != (b,):
+                raise ValueError(f"keep[{name!r}] must be (B,) = ({b},) bool, got {jnp.shape(k)}")
+
+    # ---------------------------------------------------------------- forward
+    def __call__(self, x: jax.Array, t: jax.Array, *, ref: jax.Array | None = None,
+                 motion: jax.Array | None = None, audio: jax.Array | None = None,
+                 pose: jax.Array | None = None, text: jax.Array | None = None,
+                 text_mask: jax.Array | None = None, keep: Mapping[str, jax.Array] | None = None) -> jax.Array:
+        cfg = self.config
+        t = jnp.asarray(t, jnp.float32)
+        self._check(x, t, ref, motion, audio, pose, text, text_mask, keep)
+        b, f, h, w, c = x.shape
+        dt = jnp.dtype(cfg.dtype)
+        keep = {name: jnp.ones((b,), bool) if (keep is None or name not in keep) else jnp.asarray(keep[name], bool)
+                for name in CONDITIONS}
+
+        # visual tokens [ref | motion | noisy]; pose features ride on extra channels of the noisy frames
+        pose_feat = (self.pose(pose, keep["pose"]) if pose is not None
+                     else jnp.zeros((b, f, h, w, cfg.pose_dim), x.dtype))
+        frames = [x.astype(jnp.float32)]
+        prefix = [a for a in (ref, motion) if a is not None]
+        n_ref = 0 if ref is None else 1
+        n_motion = 0 if motion is None else motion.shape[1]
+        latents = jnp.concatenate([a.astype(jnp.float32) for a in prefix] + frames, axis=1)
+        extra = jnp.concatenate([jnp.zeros((b, n_ref + n_motion, h, w, cfg.pose_dim), jnp.float32),
+                                 pose_feat.astype(jnp.float32)], axis=1)
+        tokens = patchify(jnp.concatenate([latents, extra], axis=-1), cfg.patch)
+        vis = self.patch_embed(tokens).astype(jnp.float32)
+        vis = constrain(vis, ("batch", "length", "act_embed"))
+        per_frame = (h // cfg.patch[0]) * (w // cfg.patch[1])
+        n_prefix = (n_ref + n_motion) * per_frame
+
+        # text stream
+        if text is None:
+            txt, txt_mask = self.text.null_tokens(b, dt)
+        else:
+            mask = jnp.ones(text.shape[:2], bool) if text_mask is None else jnp.asarray(text_mask, bool)
+            txt, txt_mask = self.text(text.astype(dt), mask, keep["text"])
+        txt = txt.astype(jnp.float32)
+
+        # timestep: noisy tokens at t, clean prefix tokens at t = 0
+        temb = self.time(jnp.concatenate([jnp.zeros_like(t), t]))      # (2B, W): [clean; noisy]
+        temb_clean, temb_noisy = temb[:b], temb[b:]
+        tproj = self.visual_time_proj(nnx.silu(jnp.stack([temb_clean, temb_noisy], 1)))
+        visual_mod = tproj.reshape(b, 2, 6, -1).astype(jnp.float32)
+        text_mod = self.text_time_proj(nnx.silu(temb_noisy)).reshape(b, 6, -1).astype(jnp.float32)
+
+        pos, temporal_on = visual_positions(n_ref, n_motion, f, h // cfg.patch[0], w // cfg.patch[1])
+        cos, sin = rope_angles(pos, temporal_on, cfg.head_dim, cfg.rope_theta)
+        vis_mask = jnp.ones((b, vis.shape[1]), bool)
+        if n_ref:  # a dropped reference is excluded from every key set
+            vis_mask = vis_mask.at[:, :per_frame].set(keep["ref"][:, None])
+        ctx = dict(visual_mod=visual_mod, text_mod=text_mod, rope_cos=cos, rope_sin=sin,
+                   key_mask=jnp.concatenate([vis_mask, txt_mask], axis=1))
+        if audio is not None:
+            ctx["audio"], ctx["audio_mask"] = self.audio(audio.astype(dt), keep["audio"])
+        else:
+            ctx["audio"], ctx["audio_mask"] = self.audio.null_tokens(b, f, dt)
+
+        vis, txt = self._run_blocks(vis, txt, ctx, n_prefix, f)
+
+        # output head on the noisy tokens
+        noisy = vis[:, n_prefix:]
+        fmod = self.final_time_proj(nnx.silu(temb_noisy)).reshape(b, 2, -1) + self.final_modulation[...][None]
+        shift, scale = fmod[:, 0:1], fmod[:, 1:2]
+        out = self.final_out(self.final_norm(noisy) * (1 + scale) + shift)
+        return unpatchify(out.astype(jnp.float32), f, h, w, cfg.patch)
+
+    def _run_blocks(self, vis, txt, ctx, n_prefix: int, frames: int):
+        cfg = self.config
+
+        def body(block: MMDiTBlock, carry, ctx):
+            x, y = carry
+            return block(x, y, ctx, n_prefix, frames)
+
+        policy = REMAT_POLICIES[cfg.remat]
+        if cfg.remat != "none":
+            body = nnx.remat(body, policy=policy, prevent_cse=not cfg.scan_layers)
+        if cfg.scan_layers:
+            scan = nnx.scan(body, in_axes=(0, nnx.Carry, None), out_axes=nnx.Carry,
+                            transform_metadata={nnx.PARTITION_NAME: "layers"})
+            return scan(self.blocks, (vis, txt), ctx)
+        graphdef, state = nnx.split(self.blocks)
+        carry = (vis, txt)
+        for i in range(cfg.depth):
+            block = nnx.merge(graphdef, jax.tree.map(lambda a: a[i], state))
+            carry = body(block, carry, ctx)
+        return carry
+
+
+def num_params(config: MMDiTConfig) -> int:
+    """Parameter count without allocating (nnx.eval_shape)."""
+    abstract = nnx.eval_shape(lambda: MMDiT(config, rngs=nnx.Rngs(0)))
+    return int(sum(np.prod(v.shape) for v in jax.tree.leaves(nnx.state(abstract, nnx.Param))))
