@@ -1,0 +1,220 @@
+"""Building blocks of the causal 3D VAE (channels-last, `(B, T, H, W, C)`).
+
+Every block that mixes frames does so only through a *causal* temporal convolution, and
+every block takes an optional `cache` and returns `(output, new_cache)`:
+
+* `cache=None` means "this call starts the sequence": the past is zeros (or, for the
+  temporal resamplers, the first frame is passed through untouched, as Wan2.1 does). Run
+  on a whole video this is the full (non-streamed) forward pass.
+* a cache from the previous call means "continue the sequence": the conv sees the last
+  frames of the previous chunk instead of zeros.
+
+Because the `cache=None` call also returns a cache, the streamed encode/decode is simply
+"first chunk with no cache, every later chunk with the cache the previous one returned",
+and it equals the full pass exactly (up to float summation order). Normalisation is per
+frame over channels (RMS) and attention is per frame, so nothing else sees across time.
+
+Caches hold the last `CACHE_T = 2` inputs of each 3-tap causal conv (1 for the stride-2
+temporal downsampler, which only ever needs the previous frame).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+CACHE_T = 2  # frames of past input a 3-tap causal conv needs
+
+_init = nnx.initializers.lecun_normal()
+
+
+def _conv(x, kernel, bias, *, stride=(1, 1, 1), padding=((0, 0), (1, 1), (1, 1))):
+    """Plain 3D conv, `x` (B, T, H, W, Cin), `kernel` (kt, kh, kw, Cin, Cout)."""
+    y = jax.lax.conv_general_dilated(
+        x, kernel, window_strides=stride, padding=padding,
+        dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+    return y + bias
+
+
+def _with_past(x, cache, frames: int):
+    """`x` with `frames` frames of past in front: the cache, or zeros at the start."""
+    if cache is None:
+        past = jnp.zeros(x.shape[:1] + (frames,) + x.shape[2:], x.dtype)
+    else:
+        past = cache
+    return jnp.concatenate([past, x], axis=1)
+
+
+class CausalConv3d(nnx.Module):
+    """3D conv that pads time on the left only, so output frame t sees input frames <= t.
+
+    Kernels of temporal size 1 need no cache (they return `None`); size-3 kernels carry the
+    last 2 input frames. Spatial padding is symmetric ("same").
+    """
+
+    def __init__(self, cin: int, cout: int, kernel=(3, 3, 3), *, rngs: nnx.Rngs):
+        kt, kh, kw = kernel
+        self.kernel_size = (kt, kh, kw)
+        self.kernel = nnx.Param(_init(rngs.params(), (kt, kh, kw, cin, cout), jnp.float32))
+        self.bias = nnx.Param(jnp.zeros((cout,), jnp.float32))
+
+    def __call__(self, x, cache=None):
+        kt, kh, kw = self.kernel_size
+        pad = ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2))
+        if kt == 1:
+            return _conv(x, self.kernel[...], self.bias[...], padding=pad), None
+        xp = _with_past(x, cache, kt - 1)
+        new_cache = xp[:, -(kt - 1):]
+        return _conv(xp, self.kernel[...], self.bias[...], padding=pad), new_cache
+
+
+class SpatialConv(nnx.Module):
+    """2D conv applied to every frame independently (Wan's Resample convs)."""
+
+    def __init__(self, cin: int, cout: int, *, stride: int = 1, rngs: nnx.Rngs):
+        self.stride = stride
+        self.kernel = nnx.Param(_init(rngs.params(), (3, 3, cin, cout), jnp.float32))
+        self.bias = nnx.Param(jnp.zeros((cout,), jnp.float32))
+
+    def __call__(self, x):
+        # stride 2 is Wan's downsampler: pad right/bottom by one, then a "valid" conv.
+        pad = ((0, 1), (0, 1)) if self.stride == 2 else ((1, 1), (1, 1))
+        b, t = x.shape[:2]
+        y = jax.lax.conv_general_dilated(
+            x.reshape((b * t,) + x.shape[2:]), self.kernel[...], (self.stride,) * 2, pad,
+            dimension_numbers=("NHWC", "HWIO", "NHWC")) + self.bias[...]
+        return y.reshape((b, t) + y.shape[1:])
+
+
+class RMSNorm(nnx.Module):
+    """x / ||x||_channels * sqrt(C) * gamma, per pixel and frame (never across time)."""
+
+    def __init__(self, dim: int):
+        self.scale = dim ** 0.5
+        self.gamma = nnx.Param(jnp.ones((dim,), jnp.float32))
+
+    def __call__(self, x):
+        norm = jnp.sqrt(jnp.sum(jnp.square(x), axis=-1, keepdims=True))
+        # same epsilon as torch.nn.functional.normalize, so all-zero pixels stay zero
+        return x / jnp.maximum(norm, 1e-12) * self.scale * self.gamma[...]
+
+
+class ResBlock(nnx.Module):
+    """RMSNorm -> SiLU -> causal conv, twice, plus a (1x1x1 conv) shortcut."""
+
+    def __init__(self, cin: int, cout: int, *, rngs: nnx.Rngs):
+        self.norm1 = RMSNorm(cin)
+        self.conv1 = CausalConv3d(cin, cout, rngs=rngs)
+        self.norm2 = RMSNorm(cout)
+        self.conv2 = CausalConv3d(cout, cout, rngs=rngs)
+        self.conv_shortcut = CausalConv3d(cin, cout, (1, 1, 1), rngs=rngs) if cin != cout else None
+
+    def __call__(self, x, cache=None):
+        c1, c2 = (None, None) if cache is None else cache
+        h = x if self.conv_shortcut is None else self.conv_shortcut(x)[0]
+        x, c1 = self.conv1(jax.nn.silu(self.norm1(x)), c1)
+        x, c2 = self.conv2(jax.nn.silu(self.norm2(x)), c2)
+        return x + h, (c1, c2)
+
+
+class FrameAttention(nnx.Module):
+    """Single-head self-attention over the pixels of each frame (the mid block's)."""
+
+    def __init__(self, dim: int, *, rngs: nnx.Rngs):
+        self.norm = RMSNorm(dim)
+        self.to_qkv = nnx.Linear(dim, 3 * dim, kernel_init=_init, rngs=rngs)
+        self.proj = nnx.Linear(dim, dim, kernel_init=_init, rngs=rngs)
+
+    def __call__(self, x):
+        b, t, h, w, c = x.shape
+        tokens = self.norm(x).reshape(b * t, h * w, c)
+        q, k, v = jnp.split(self.to_qkv(tokens), 3, axis=-1)
+        logits = jnp.einsum("bqc,bkc->bqk", q, k) / jnp.sqrt(jnp.float32(c)).astype(x.dtype)
+        out = jnp.einsum("bqk,bkc->bqc", jax.nn.softmax(logits, axis=-1), v)
+        return x + self.proj(out).reshape(b, t, h, w, c)
+
+
+class MidBlock(nnx.Module):
+    """ResBlock -> frame attention -> ResBlock at the lowest resolution."""
+
+    def __init__(self, dim: int, *, rngs: nnx.Rngs):
+        self.resnets = nnx.List([ResBlock(dim, dim, rngs=rngs), ResBlock(dim, dim, rngs=rngs)])
+        self.attentions = nnx.List([FrameAttention(dim, rngs=rngs)])
+
+    def __call__(self, x, cache=None):
+        c0, c1 = (None, None) if cache is None else cache
+        x, c0 = self.resnets[0](x, c0)
+        x = self.attentions[0](x)
+        x, c1 = self.resnets[1](x, c1)
+        return x, (c0, c1)
+
+
+class Downsample(nnx.Module):
+    """Spatial /2 (pad right/bottom, stride-2 3x3 conv); optionally temporal /2.
+
+    Temporal /2 (Wan's 'downsample3d'): the first frame of the sequence passes through
+    unchanged; every later output frame j is a stride-2, 3-tap conv over input frames
+    (2j-2, 2j-1, 2j). So `1 + 2m` frames become `1 + m`, and a chunk of 2n frames after
+    the first one becomes n frames, needing only the previous chunk's last frame.
+    """
+
+    def __init__(self, dim: int, *, temporal: bool, rngs: nnx.Rngs):
+        self.temporal = temporal
+        self.resample = SpatialConv(dim, dim, stride=2, rngs=rngs)
+        self.time_conv = (CausalConv3d(dim, dim, (3, 1, 1), rngs=rngs) if temporal else None)
+
+    def _time(self, x):
+        k, b = self.time_conv.kernel[...], self.time_conv.bias[...]
+        return _conv(x, k, b, stride=(2, 1, 1), padding=((0, 0), (0, 0), (0, 0)))
+
+    def __call__(self, x, cache=None):
+        x = self.resample(x)
+        if not self.temporal:
+            return x, None
+        if cache is None:
+            rest = x[:, 1:]
+            if rest.shape[1] % 2:
+                raise ValueError(f"temporal downsampling needs 1 + 2m frames, got {x.shape[1]}")
+            out = x[:, :1] if rest.shape[1] == 0 else jnp.concatenate([x[:, :1], self._time(x)], 1)
+        else:
+            if x.shape[1] % 2:
+                raise ValueError(f"a streamed chunk needs an even frame count here, got {x.shape[1]}")
+            out = self._time(jnp.concatenate([cache, x], axis=1))
+        return out, x[:, -1:]
+
+
+class Upsample(nnx.Module):
+    """Optionally temporal x2, then nearest spatial x2 and a 3x3 conv to `cout` channels.
+
+    Temporal x2 (Wan's 'upsample3d'): the first frame passes through once; frames 1.. go
+    through a causal 3-tap conv to 2C channels that unfolds into two frames each, with the
+    first frame NOT part of that conv's past (diffusers starts its cache from zeros after
+    the first chunk). So `1 + n` frames become `1 + 2n`.
+    """
+
+    def __init__(self, dim: int, cout: int, *, temporal: bool, rngs: nnx.Rngs):
+        self.temporal = temporal
+        self.time_conv = (CausalConv3d(dim, 2 * dim, (3, 1, 1), rngs=rngs) if temporal else None)
+        self.resample = SpatialConv(dim, cout, rngs=rngs)
+
+    def _time(self, x, cache):
+        y, cache = self.time_conv(x, cache)  # (B, n, H, W, 2C)
+        b, n, h, w, c2 = y.shape
+        # channels [0:C] are the earlier frame, [C:2C] the later: interleave along time
+        y = y.reshape(b, n, h, w, 2, c2 // 2).transpose(0, 1, 4, 2, 3, 5)
+        return y.reshape(b, 2 * n, h, w, c2 // 2), cache
+
+    def __call__(self, x, cache=None):
+        new_cache = None
+        if self.temporal:
+            if cache is None and x.shape[1] == 1:
+                # a lone first frame: nothing to unfold yet, the conv's past is zeros
+                new_cache = jnp.zeros(x.shape[:1] + (CACHE_T,) + x.shape[2:], x.dtype)
+            elif cache is None:
+                rest, new_cache = self._time(x[:, 1:], None)
+                x = jnp.concatenate([x[:, :1], rest], axis=1)
+            else:
+                x, new_cache = self._time(x, cache)
+        x = jnp.repeat(jnp.repeat(x, 2, axis=2), 2, axis=3)
+        return self.resample(x), new_cache
