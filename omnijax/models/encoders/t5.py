@@ -14,6 +14,7 @@ text-encoder interface: strings -> states `(B, L, D)` + mask `(B, L)`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import shutil
@@ -179,6 +180,10 @@ class T5Encoder(nnx.Module):
         self.final_layer_norm = RMSNorm(cfg.d_model, cfg.layer_norm_epsilon)
 
     def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None) -> jax.Array:
+        """Jitted `encode`: one compile per (B, L)."""
+        return _jit_encode(self, input_ids, attention_mask)
+
+    def encode(self, input_ids: jax.Array, attention_mask: jax.Array | None = None) -> jax.Array:
         if input_ids.ndim != 2:
             raise ValueError(f"T5 expects input_ids (B, L), got shape {input_ids.shape}")
         if attention_mask is not None and attention_mask.shape != input_ids.shape:
@@ -192,6 +197,9 @@ class T5Encoder(nnx.Module):
                 bias = block.attention.position_bias(length)
             x = block(x, bias, key_mask)
         return self.final_layer_norm(x)
+
+
+_jit_encode = nnx.jit(T5Encoder.encode)
 
 
 # ----------------------------------------------------------------------------- loading
@@ -249,6 +257,13 @@ def convert_to_orbax(src: str | os.PathLike, dst: str | os.PathLike, *, overwrit
 
 # ----------------------------------------------------------------------------- text encoder
 
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def _encode_masked(graphdef, state, ids, mask):
+    """(B, L) ids + mask -> (B, L, D) float32 states, zero at padding; one compile per config and shape."""
+    states = nnx.merge(graphdef, state).encode(ids, mask)
+    return jnp.where(mask[..., None], states, 0.0).astype(jnp.float32)
+
+
 class T5TextEncoder:
     """Strings -> (states `(B, max_length, D)` float32, mask `(B, max_length)` bool).
 
@@ -267,14 +282,7 @@ class T5TextEncoder:
         if tokenizer.vocab_size > model.config.vocab_size:
             raise ValueError(f"{tokenizer.path}: tokenizer has {tokenizer.vocab_size} tokens but the model embeds "
                              f"only {model.config.vocab_size}")
-        graphdef, state = nnx.split(model)
-
-        @jax.jit
-        def encode(state, ids, mask):
-            states = nnx.merge(graphdef, state)(ids, mask)
-            return jnp.where(mask[..., None], states, 0.0).astype(jnp.float32)
-
-        self._state, self._encode = state, encode
+        self._graphdef, self._state = nnx.split(model)
 
     def __call__(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         ids, mask = self.tokenizer(texts, self.max_length)
@@ -286,7 +294,7 @@ class T5TextEncoder:
             pmask = np.zeros((bucket, self.max_length), bool)
             pid[:n], pmask[:n] = ids[s: s + n], mask[s: s + n]
             pmask[n:, 0] = True  # filler rows attend to one token so their softmax stays finite
-            out[s: s + n] = np.asarray(self._encode(self._state, pid, pmask))[:n]
+            out[s: s + n] = np.asarray(_encode_masked(self._graphdef, self._state, pid, pmask))[:n]
         return out, mask
 
 
