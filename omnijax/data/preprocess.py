@@ -1,0 +1,425 @@
+"""Clips -> cached training examples in ArrayRecord shards (`omnijax preprocess`).
+
+For every clip (video with audio, `<clip>.keypoints.json`, `<clip>.txt` caption):
+  frames at the target fps -> windows of T = 1 + 4k frames per shape bucket -> centre crop
+  to the bucket's aspect, resize -> VAE latents (jitted, batched, normalised) + the
+  reference frame's latent + audio features at the frame rate + pose heatmaps + text
+  states, with two flags:
+    audio_ok  sync score (mouth darkness from pixels vs audio loudness, `sync.py`) passes
+    pose_ok   the window's keypoints are visible enough
+  Failing clips are kept and flagged: the curriculum trains them without that condition.
+
+Output layout:
+    OUT/manifest.json                 counts, shapes, encoder specs, skipped files + reasons
+    OUT/<bucket>/shard-00000.array_record   e.g. OUT/t17_h64_w64/shard-00000.array_record
+    OUT/_done/shard-00000.json        per-shard completion record (makes re-runs resumable)
+
+Clips are split (sorted by path) into shards of `clips_per_shard`; a shard's files are
+written under temporary names and renamed when whole, then its completion record is
+written; a re-run skips every shard that has one. A clip that cannot be read (corrupt,
+truncated, no video, too short) is skipped and listed with its reason, never fatal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import glob
+import json
+import logging
+import os
+from typing import Any, Iterable
+
+import jax
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from omnijax.data import keypoints as kpt
+from omnijax.data import media, schema, sync
+
+log = logging.getLogger(__name__)
+
+AUDIO_RATE = 16000
+
+
+@dataclasses.dataclass
+class PreprocessConfig:
+    buckets: tuple[str, ...] = ("17x64x64",)  # FRAMESxHEIGHTxWIDTH
+    fps: float = 25.0
+    stride: int | None = None  # frames between window starts; None = window length (no overlap)
+    audio_encoder: str = "mel"
+    text_encoder: str = "bytes"
+    pose_scale: float = 0.5  # heatmap size / frame size (MMDiTConfig.pose_scale)
+    pose_sigma: float = 0.04  # Gaussian sigma as a fraction of the heatmap height
+    pose_min_visible: float = 0.85  # pose_ok threshold on visible (frame, keypoint) entries
+    sync_min_score: float = 0.7  # audio_ok threshold
+    sync_max_lag: int = 1
+    clips_per_shard: int = 8
+    batch_size: int = 4  # windows per jitted VAE call (the last batch is padded)
+    vae: str = "tiny"  # a VAE preset (random init, seeded) or a directory saved by vae.save
+    vae_seed: int = 0
+
+    def bucket_shapes(self) -> list[tuple[int, int, int]]:
+        return [schema.parse_bucket(b) for b in self.buckets]
+
+
+# ----------------------------------------------------------------------------- inputs
+
+def find_clips(root: str) -> list[str]:
+    """Every video file under `root` (recursive), sorted: the order that defines shards."""
+    if os.path.isfile(root):
+        return [root]
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"{root}: no such clip directory")
+    found = []
+    for suffix in media.VIDEO_SUFFIXES:
+        found += glob.glob(os.path.join(root, "**", f"*{suffix}"), recursive=True)
+    return sorted(p for p in found if not p.endswith(".part"))
+
+
+def read_caption(video_path: str) -> str:
+    path = os.path.splitext(video_path)[0] + ".txt"
+    if not os.path.exists(path):
+        return ""
+    with open(path) as f:
+        return f.read().strip()
+
+
+def read_clip_audio(video_path: str, num_frames: int, fps: float) -> tuple[np.ndarray, bool]:
+    """Mono 16 kHz audio spanning the clip: from the video, else a .wav/.flac beside it.
+    -> (wave, has_audio); a clip without any audio gets silence and has_audio False."""
+    try:
+        wave, _ = media.read_audio(video_path, AUDIO_RATE)
+        return wave, True
+    except media.NoAudioError:
+        for ext in (".wav", ".flac"):
+            side = os.path.splitext(video_path)[0] + ext
+            if os.path.exists(side):
+                return media.read_audio(side, AUDIO_RATE)[0], True
+    return np.zeros(int(np.ceil(num_frames / fps * AUDIO_RATE)), np.float32), False
+
+
+def resample_keypoints(kp: np.ndarray, kp_fps: float, fps: float, num_frames: int) -> np.ndarray:
+    """Keypoints at `kp_fps` -> `num_frames` rows at `fps` (nearest earlier row by time)."""
+    idx = np.floor(np.arange(num_frames) / fps * kp_fps + 1e-6).astype(np.int64)
+    out = kp[np.clip(idx, 0, kp.shape[0] - 1)].copy()
+    out[idx >= kp.shape[0], :, 2] = 0.0  # past the sidecar's end: unknown
+    return out
+
+
+# ----------------------------------------------------------------------------- geometry
+
+def choose_buckets(height: int, width: int, shapes: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """All buckets whose aspect ratio is the nearest to the clip's (in log space): one clip
+    feeds every resolution / length of its aspect, so a resolution schedule is a weight change."""
+    aspect = np.log(width / height)
+    dist = [abs(np.log(w / h) - aspect) for _, h, w in shapes]
+    best = min(dist)
+    return [s for s, d in zip(shapes, dist) if d - best < 1e-6]
+
+
+def crop_box(height: int, width: int, out_h: int, out_w: int) -> tuple[int, int, int, int]:
+    """Centred crop (y0, x0, h, w) of the frame with the output's aspect ratio."""
+    if width * out_h > height * out_w:  # frame is wider: crop width
+        w = int(round(height * out_w / out_h))
+        return 0, (width - w) // 2, height, w
+    h = int(round(width * out_h / out_w))
+    return (height - h) // 2, 0, h, width
+
+
+def crop_resize(frames: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """uint8 `(T, H, W, 3)` -> centre-cropped, resized uint8 `(T, out_h, out_w, 3)` (antialiased)."""
+    y0, x0, h, w = crop_box(frames.shape[1], frames.shape[2], out_h, out_w)
+    crop = frames[:, y0:y0 + h, x0:x0 + w]
+    if (h, w) == (out_h, out_w):
+        return np.ascontiguousarray(crop)
+    return np.stack([np.asarray(Image.fromarray(f).resize((out_w, out_h), Image.BILINEAR)) for f in crop])
+
+
+def transform_keypoints(kp: np.ndarray, height: int, width: int, out_h: int, out_w: int,
+                        scale: float) -> np.ndarray:
+    """Keypoints in source pixels -> pixels of the crop resized to (out_h, out_w) x `scale`;
+    points outside the crop become invisible."""
+    y0, x0, h, w = crop_box(height, width, out_h, out_w)
+    out = kp.copy()
+    out[..., 0] = (kp[..., 0] - x0) * (out_w / w) * scale
+    out[..., 1] = (kp[..., 1] - y0) * (out_h / h) * scale
+    inside = (kp[..., 0] >= x0) & (kp[..., 0] < x0 + w) & (kp[..., 1] >= y0) & (kp[..., 1] < y0 + h)
+    out[..., 2] = np.where(inside, kp[..., 2], 0.0)
+    return out
+
+
+# ----------------------------------------------------------------------------- encoders
+
+def build_vae(preset: str, seed: int):
+    """A randomly initialised VAE preset, built in one jitted call (initialising eagerly
+    compiles one XLA program per weight: over a minute on a busy CPU)."""
+    from flax import nnx
+
+    from omnijax.models import vae as vae_lib
+
+    config = vae_lib.VAEConfig.preset(preset)
+    return nnx.jit(lambda: vae_lib.CausalVAE(config, rngs=nnx.Rngs(seed)))()
+
+
+class FeatureEncoders:
+    """The frozen encoders preprocess runs: VAE (jitted, fixed batch), audio, text."""
+
+    def __init__(self, cfg: PreprocessConfig):
+        from flax import nnx
+
+        from omnijax.models import vae as vae_lib
+        from omnijax.models.encoders import get_audio_encoder, get_text_encoder
+
+        self.vae = vae_lib.load(cfg.vae) if os.path.isdir(cfg.vae) else build_vae(cfg.vae, cfg.vae_seed)
+        self.audio = get_audio_encoder(cfg.audio_encoder)
+        self.text = get_text_encoder(cfg.text_encoder)
+        self.batch_size = cfg.batch_size
+        graphdef, state = nnx.split(self.vae)
+
+        @jax.jit
+        def encode(state, video):  # (B, T, H, W, 3) float [-1, 1] -> normalised latents
+            vae = nnx.merge(graphdef, state)
+            return vae.normalize(vae.encode(video))
+
+        self._state, self._encode = state, encode
+
+    def latents(self, videos: np.ndarray) -> np.ndarray:
+        """`(N, T, H, W, 3)` uint8 -> normalised latents `(N, F, h, w, z)` in fixed-size batches."""
+        n, b = videos.shape[0], self.batch_size
+        out = []
+        for i in range(0, n, b):
+            chunk = media.to_float(videos[i:i + b])
+            pad = b - chunk.shape[0]
+            if pad:  # one compiled shape per bucket: pad the last batch with copies
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
+            self.vae.check_video(chunk)
+            out.append(np.asarray(self._encode(self._state, chunk))[: b - pad])
+        return np.concatenate(out).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- one clip
+
+@dataclasses.dataclass
+class ClipResult:
+    examples: dict[str, list[dict[str, np.ndarray]]]  # bucket name -> examples
+    info: dict[str, Any]
+
+
+def process_clip(path: str, cfg: PreprocessConfig, enc: FeatureEncoders) -> ClipResult:
+    """One clip -> its examples per bucket. Raises media.MediaError for unusable input."""
+    frames = media.read_video(path, cfg.fps)  # (N, H, W, 3) uint8 at cfg.fps
+    n, H, W = frames.shape[:3]
+    wave, has_audio = read_clip_audio(path, n, cfg.fps)
+    score, lag = sync.sync_score(frames, wave, AUDIO_RATE, cfg.fps,
+                                 sync.SyncConfig(max_lag=cfg.sync_max_lag, min_score=cfg.sync_min_score))
+    audio_ok = bool(has_audio and score >= cfg.sync_min_score)
+    side = kpt.sidecar_path(path)
+    if os.path.exists(side):
+        kp_src, kp_fps = kpt.load_keypoints(side)
+        kp = resample_keypoints(kp_src, kp_fps, cfg.fps, n)
+        has_kp = True
+    else:
+        kp = np.zeros((n, kpt.NUM_KEYPOINTS, 3), np.float32)
+        has_kp = False
+    audio_feats = enc.audio(wave, AUDIO_RATE, cfg.fps, n)  # (n, Da)
+    text, text_mask = enc.text([read_caption(path)])
+    ref_index = n // 2  # the reference image: the clip's middle frame, shared by its windows
+    examples: dict[str, list] = {}
+    for T, h, w in choose_buckets(H, W, cfg.bucket_shapes()):
+        stride = cfg.stride or T
+        starts = list(range(0, n - T + 1, stride))
+        if not starts:
+            continue
+        video = crop_resize(frames, h, w)
+        hp, wp = int(round(h * cfg.pose_scale)), int(round(w * cfg.pose_scale))
+        kp_b = transform_keypoints(kp, H, W, h, w, cfg.pose_scale)
+        windows = np.stack([video[s:s + T] for s in starts])
+        lat = enc.latents(windows)
+        ref = enc.latents(video[None, ref_index:ref_index + 1])[0]
+        out = []
+        for j, s in enumerate(starts):
+            kw = kp_b[s:s + T]
+            pose_ok = bool(has_kp and kpt.visible_fraction(kw) >= cfg.pose_min_visible)
+            out.append({
+                "latents": lat[j], "ref_latent": ref,
+                "audio": audio_feats[s:s + T].astype(np.float32),
+                "pose": kpt.heatmaps(kw, hp, wp, cfg.pose_sigma * hp).astype(np.float16),
+                "text": text[0], "text_mask": text_mask[0],
+                "audio_ok": np.bool_(audio_ok), "pose_ok": np.bool_(pose_ok),
+            })
+        examples[schema.bucket_name(T, h, w)] = out
+    info = {"file": path, "frames": n, "height": H, "width": W, "sync_score": round(float(score), 4),
+            "sync_lag": lag, "audio_ok": audio_ok, "has_audio": has_audio, "has_keypoints": has_kp,
+            "windows": {k: len(v) for k, v in examples.items()}}
+    if not examples:
+        shortest = min(t for t, _, _ in cfg.bucket_shapes())
+        raise media.MediaError(f"{path}: clip is shorter than asked: {n} frames at {cfg.fps} fps, "
+                               f"the shortest bucket needs {shortest}")
+    return ClipResult(examples, info)
+
+
+# ----------------------------------------------------------------------------- shards
+
+def _shard_name(k: int) -> str:
+    return f"shard-{k:05d}"
+
+
+def write_records(path: str, records: Iterable[bytes]) -> int:
+    """Records -> `path` via a temporary file renamed when whole. -> count."""
+    from array_record.python.array_record_module import ArrayRecordWriter
+
+    tmp = path + ".tmp"
+    writer = ArrayRecordWriter(tmp, "group_size:1")
+    count = 0
+    for r in records:
+        writer.write(r)
+        count += 1
+    writer.close()
+    os.replace(tmp, path)
+    return count
+
+
+def run(clips_root: str, out: str, cfg: PreprocessConfig, progress: bool = True) -> dict:
+    """Preprocess every clip under `clips_root` into `out`; -> the manifest (also written)."""
+    cfg.bucket_shapes()  # validate early
+    os.makedirs(os.path.join(out, "_done"), exist_ok=True)
+    cfg_path = os.path.join(out, "preprocess_config.json")
+    cfg_blob = dataclasses.asdict(cfg)
+    cfg_blob["buckets"] = list(cfg.buckets)
+    if os.path.exists(cfg_path):
+        with open(cfg_path) as f:
+            old = json.load(f)
+        if old != cfg_blob:
+            raise ValueError(f"{out} was preprocessed with a different config ({cfg_path}); "
+                             "use a new output directory")
+    else:
+        with open(cfg_path, "w") as f:
+            json.dump(cfg_blob, f, indent=1)
+    clips = find_clips(clips_root)
+    if not clips:
+        raise FileNotFoundError(f"{clips_root}: no video files ({', '.join(media.VIDEO_SUFFIXES)})")
+    n_shards = -(-len(clips) // cfg.clips_per_shard)
+    enc = None
+    bar = tqdm(total=len(clips), desc="preprocess", unit="clip", disable=not progress)
+    resumed = 0
+    for k in range(n_shards):
+        members = clips[k * cfg.clips_per_shard:(k + 1) * cfg.clips_per_shard]
+        done = os.path.join(out, "_done", _shard_name(k) + ".json")
+        if os.path.exists(done):
+            resumed += 1
+            bar.update(len(members))
+            continue
+        enc = enc or FeatureEncoders(cfg)
+        by_bucket: dict[str, list[bytes]] = {}
+        infos, skipped = [], []
+        for path in members:
+            try:
+                res = process_clip(path, cfg, enc)
+            except (media.MediaError, ValueError, OSError) as e:
+                log.warning("skipping %s: %s", path, e)
+                skipped.append({"file": path, "reason": str(e)})
+            else:
+                infos.append(res.info)
+                for name, exs in res.examples.items():
+                    by_bucket.setdefault(name, []).extend(schema.encode(ex) for ex in exs)
+            bar.update(1)
+        counts = {}
+        for name, recs in by_bucket.items():
+            os.makedirs(os.path.join(out, name), exist_ok=True)
+            counts[name] = write_records(os.path.join(out, name, _shard_name(k) + ".array_record"), recs)
+        tmp = done + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"shard": k, "clips": members, "records": counts, "clip_info": infos,
+                       "skipped": skipped}, f, indent=1)
+        os.replace(tmp, done)
+    bar.close()
+    manifest = build_manifest(out, cfg, n_shards)
+    manifest["resumed_shards"] = resumed
+    return manifest
+
+
+def build_manifest(out: str, cfg: PreprocessConfig, n_shards: int) -> dict:
+    """Gather the per-shard completion records into OUT/manifest.json."""
+    buckets: dict[str, dict] = {}
+    skipped, infos = [], []
+    for k in range(n_shards):
+        with open(os.path.join(out, "_done", _shard_name(k) + ".json")) as f:
+            d = json.load(f)
+        skipped += d["skipped"]
+        infos += d["clip_info"]
+        for name, count in d["records"].items():
+            T, h, w = schema.parse_bucket(name)
+            b = buckets.setdefault(name, {"frames": T, "height": h, "width": w, "records": 0, "shards": []})
+            b["records"] += count
+            b["shards"].append(os.path.join(name, _shard_name(k) + ".array_record"))
+    for name, b in buckets.items():
+        b["shapes"] = _feature_shapes(os.path.join(out, b["shards"][0]))
+    manifest = {
+        "schema_version": schema.SCHEMA_VERSION,
+        "config": dataclasses.asdict(cfg) | {"buckets": list(cfg.buckets)},
+        "encoders": {"audio": cfg.audio_encoder, "text": cfg.text_encoder, "vae": cfg.vae,
+                     "vae_seed": cfg.vae_seed},
+        "buckets": buckets,
+        "clips": {"total": len(infos) + len(skipped), "used": len(infos), "skipped": len(skipped),
+                  "audio_ok": sum(i["audio_ok"] for i in infos),
+                  "no_audio": sum(not i["has_audio"] for i in infos),
+                  "no_keypoints": sum(not i["has_keypoints"] for i in infos)},
+        "records": sum(b["records"] for b in buckets.values()),
+        "skipped": skipped,
+        "clip_info": infos,
+    }
+    tmp = os.path.join(out, "manifest.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(manifest, f, indent=1)
+    os.replace(tmp, os.path.join(out, "manifest.json"))
+    return manifest
+
+
+def _feature_shapes(shard: str) -> dict[str, list[int]]:
+    from array_record.python.array_record_module import ArrayRecordReader
+
+    r = ArrayRecordReader(shard)
+    ex = schema.decode(r.read([0])[0])
+    r.close()
+    return {k: list(v.shape) for k, v in ex.items()}
+
+
+def read_manifest(data_dir: str) -> dict:
+    path = os.path.join(data_dir, "manifest.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{data_dir}: no manifest.json; run `omnijax preprocess` first")
+    with open(path) as f:
+        return json.load(f)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="omnijax preprocess", description=__doc__.split("\n\n")[0])
+    p.add_argument("--clips", required=True, help="directory of clips (searched recursively) or one file")
+    p.add_argument("--out", required=True, help="output directory for shards + manifest.json")
+    p.add_argument("--bucket", action="append", dest="buckets",
+                   help="FRAMESxHEIGHTxWIDTH (repeatable), default 17x64x64")
+    p.add_argument("--fps", type=float, default=25.0)
+    p.add_argument("--stride", type=int, default=None, help="frames between windows (default: window length)")
+    p.add_argument("--vae", default="tiny", help="VAE preset (random init) or directory saved by vae.save")
+    p.add_argument("--vae-seed", type=int, default=0)
+    p.add_argument("--audio-encoder", default="mel", help="spec, e.g. mel or wav2vec2:PATH")
+    p.add_argument("--text-encoder", default="bytes", help="spec, e.g. bytes or t5:PATH")
+    p.add_argument("--pose-scale", type=float, default=0.5)
+    p.add_argument("--pose-min-visible", type=float, default=0.85)
+    p.add_argument("--sync-min-score", type=float, default=0.7)
+    p.add_argument("--clips-per-shard", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=4)
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    cfg = PreprocessConfig(buckets=tuple(a.buckets or ("17x64x64",)), fps=a.fps, stride=a.stride,
+                           audio_encoder=a.audio_encoder, text_encoder=a.text_encoder,
+                           pose_scale=a.pose_scale, pose_min_visible=a.pose_min_visible,
+                           sync_min_score=a.sync_min_score, clips_per_shard=a.clips_per_shard,
+                           batch_size=a.batch_size, vae=a.vae, vae_seed=a.vae_seed)
+    m = run(a.clips, a.out, cfg)
+    print(f"{m['records']} examples in {len(m['buckets'])} bucket(s) from {m['clips']['used']} clips; "
+          f"{m['clips']['skipped']} skipped, {m['clips']['audio_ok']} passed the sync filter "
+          f"-> {os.path.join(a.out, 'manifest.json')}")
+    return 0
