@@ -49,3 +49,17 @@ def test_byte_text_encoder_masks_and_is_deterministic():
     np.testing.assert_array_equal(states, again)
     with pytest.raises(ValueError, match="unknown text encoder"):
         get_text_encoder("nope")
+
+
+def test_spec_parsing_and_pretrained_encoders_need_a_path():
+    from omnijax.models.encoders import _parse
+
+    assert _parse("wav2vec2:/ckpt/w2v:layers=8-12,reduce=mean") == (
+        "wav2vec2", "/ckpt/w2v", {"layers": "8-12", "reduce": "mean"})
+    assert _parse("t5:gs://bucket/umt5:max_length=512") == ("t5", "gs://bucket/umt5", {"max_length": 512})
+    with pytest.raises(ValueError, match="needs a checkpoint directory"):
+        get_audio_encoder("wav2vec2")
+    with pytest.raises(ValueError, match="needs a checkpoint directory"):
+        get_text_encoder("t5")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        get_text_encoder("t5:/nonexistent/dir")

@@ -172,6 +172,19 @@ def test_orbax_round_trip_keeps_outputs_and_tokenizer(saved_models, tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
+def test_bfloat16_checkpoint_loads_as_float32(saved_models, tmp_path):
+    """umT5-XXL and friends ship bf16 safetensors: read them (NumPy has no bf16) and widen."""
+    hf_model, path = saved_models["t5-relu"]
+    bf16 = _tiny_hf("t5-relu").to(torch.bfloat16)
+    bf16.save_pretrained(tmp_path, safe_serialization=True)
+    ids, mask = _ids(2)
+    with torch.no_grad():
+        ref = bf16.float()(input_ids=ids, attention_mask=mask).last_hidden_state.numpy()
+    ours = np.asarray(load_t5(tmp_path)(jnp.asarray(ids.numpy()), jnp.asarray(mask.numpy())))
+    valid = mask.numpy().astype(bool)
+    np.testing.assert_allclose(ours[valid], ref[valid], atol=1e-4, rtol=0)
+
+
 def test_refuses_pickle_weights(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "t5"}))
     (tmp_path / "pytorch_model.bin").write_bytes(b"not read")

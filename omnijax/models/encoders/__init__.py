@@ -1,7 +1,14 @@
-"""Frozen condition encoders, resolved from spec strings.
+"""Frozen condition encoders, resolved from spec strings `name[:PATH][:k=v,k=v]`.
 
-Audio: `mel` (weight-free default), `mel:n_mels=64`, `wav2vec2:PATH[:layers=...]`.
-Text: `bytes` (weight-free default), `bytes:dim=128`, `t5:PATH`.
+Audio (waveform -> `(T, D)` per video frame):
+  `mel`                       log-mel, weight-free default (`mel:n_mels=64`)
+  `wav2vec2:PATH`             wav2vec2 hidden states; options `layers=last|all|N|A-B|A+B`,
+                              `reduce=concat|mean`, `bucket_seconds`, `chunk_seconds`, `context_seconds`
+Text (strings -> states `(B, L, D)` + mask `(B, L)`):
+  `bytes`                     seeded byte embedding, weight-free default (`bytes:dim=128`)
+  `t5:PATH`                   T5 / umT5 encoder + its tokenizer; options `max_length`, `batch_size`
+PATH is an HF-format directory (config.json + safetensors [+ tokenizer files]) or an
+omnijax orbax directory made by `omnijax convert wav2vec2|t5 SRC DST`.
 """
 
 from __future__ import annotations

@@ -90,22 +90,28 @@ def safetensors_files(path: str | os.PathLike) -> list[str]:
     raise FileNotFoundError(f"{path} has no model.safetensors (or model.safetensors.index.json)")
 
 
+def _load_file(file: str) -> dict[str, np.ndarray]:
+    """One safetensors file as NumPy; bfloat16 files (NumPy has no bf16) go through the flax reader."""
+    import safetensors.numpy
+
+    try:
+        return safetensors.numpy.load_file(file)
+    except (TypeError, ValueError):  # "data type 'bfloat16' not understood"
+        import safetensors.flax
+
+        return {k: np.asarray(v) for k, v in safetensors.flax.load_file(file).items()}
+
+
 def read_safetensors(path: str | os.PathLike, strip_prefixes: Sequence[str] = ()) -> dict[str, np.ndarray]:
-    """Every tensor of the directory as float32/int NumPy, keys with the first matching prefix removed.
-
-    bfloat16 tensors (common for T5 checkpoints) are read through torch-free safetensors'
-    flax loader (ml_dtypes bfloat16) and widened to float32 here.
-    """
-    from safetensors.flax import load_file  # local import: only loaders need it
-
+    """Every tensor of the directory as NumPy (floats widened to float32), keys with the first
+    matching prefix in `strip_prefixes` removed."""
     out: dict[str, np.ndarray] = {}
     for file in safetensors_files(path):
-        for key, value in load_file(file).items():
+        for key, arr in _load_file(file).items():
             for p in strip_prefixes:
                 if key.startswith(p):
                     key = key[len(p):]
                     break
-            arr = np.asarray(value)
             if arr.dtype.kind == "f" or arr.dtype == jnp.bfloat16:
                 arr = arr.astype(np.float32)
             out[key] = arr
