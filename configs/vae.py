@@ -1,0 +1,31 @@
+r"""Train a small causal VAE on SynthTalk clips (rendered on the fly).
+
+python -m omnijax.train --config=configs/vae.py:size=tiny --workdir=runs/vae
+
+Arg keys: size (a VAEConfig preset: tiny|small|wan21), frames (1 + 4k), res (H = W, a
+multiple of 8). Everything else: --config.<key>=<value>.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+import common  # noqa: E402
+
+
+def get_config(arg: str | None = None):
+    a = common.parse_arg(arg, dict(size="tiny", frames=5, res=32))
+    c = common.base()
+    c.objective = "vae"
+    c.model = dict(size=str(a["size"]))
+    c.data = dict(source="synthtalk", seed=0, frames=int(a["frames"]), height=int(a["res"]),
+                  width=int(a["res"]), inject_nan_at=())
+    c.objective_opts = dict(l1_weight=1.0, l2_weight=1.0, kl_weight=1e-6)
+    c.lora.targets = ()
+    if a["size"] == "tiny":
+        c.train.update(steps=300, batch_size=4, compute_dtype="float32", log_every=10)
+        c.optim.update(lr=2e-3, warmup_steps=20, decay_steps=300, ema_decay=0.99)
+        c.checkpoint.every = 100
+    return c

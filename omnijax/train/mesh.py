@@ -1,0 +1,119 @@
+"""Device mesh and parameter/batch shardings from config.
+
+The mesh has four named axes, always in this order:
+    data     pure data parallelism (params replicated)
+    fsdp     data parallelism with params/optimizer state sharded over it (ZeRO-3 style)
+    context  sequence (token) parallelism for long videos
+    tensor   tensor (head / mlp) parallelism
+Sizes come from config; one size may be -1 = "whatever devices are left". Parameters carry
+logical axis names (`embed`, `heads`, `mlp`, ...) in their NNX metadata; a rules table in the
+config maps each logical name to mesh axes, so a new parallelism layout is a config change.
+
+All axes are `AxisType.Auto` (GSPMD propagation with sharding constraints), installed with
+`jax.set_mesh`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Iterable, Mapping, Sequence
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+from omnijax.models import partitioning
+
+MESH_AXES = partitioning.MESH_AXES          # ("data", "fsdp", "context", "tensor")
+# The batch dimension of every input is split over both data-parallel axes.
+BATCH_AXES = ("data", "fsdp")
+
+log = logging.getLogger(__name__)
+
+
+def mesh_shape(sizes: Mapping[str, int], n_devices: int) -> tuple[int, ...]:
+    """Resolve the per-axis sizes, filling a single -1 with the devices left over.
+
+    >>> mesh_shape({"data": 1, "fsdp": -1, "context": 1, "tensor": 2}, 8)
+    (1, 4, 1, 2)
+    """
+    unknown = set(sizes) - set(MESH_AXES)
+    if unknown:
+        raise ValueError(f"unknown mesh axes {sorted(unknown)}; expected a subset of {MESH_AXES}")
+    shape = [int(sizes.get(a, 1)) for a in MESH_AXES]
+    fills = [i for i, s in enumerate(shape) if s == -1]
+    if len(fills) > 1:
+        raise ValueError(f"at most one mesh axis may be -1, got {dict(zip(MESH_AXES, shape))}")
+    if any(s == 0 or s < -1 for s in shape):
+        raise ValueError(f"mesh sizes must be positive or -1, got {dict(zip(MESH_AXES, shape))}")
+    known = math.prod(s for s in shape if s != -1)
+    if fills:
+        if n_devices % known:
+            raise ValueError(f"{n_devices} devices cannot be split by the fixed mesh axes "
+                             f"{dict(zip(MESH_AXES, shape))} (product {known})")
+        shape[fills[0]] = n_devices // known
+    if math.prod(shape) != n_devices:
+        raise ValueError(f"mesh {dict(zip(MESH_AXES, shape))} needs {math.prod(shape)} devices, "
+                         f"{n_devices} available")
+    return tuple(shape)
+
+
+def make_mesh(sizes: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A 4-axis `Auto` mesh over `devices` (default: all devices of all processes)."""
+    devices = list(jax.devices() if devices is None else devices)
+    shape = mesh_shape(sizes, len(devices))
+    if len(devices) == len(jax.devices()):
+        # Topology-aware placement (ICI rings on TPU, NVLink islands on GPU).
+        return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 4, devices=devices)
+    return Mesh(np.asarray(devices).reshape(shape), MESH_AXES,
+                axis_types=(AxisType.Auto,) * 4)
+
+
+def rules_from_config(rules: Mapping[str, Any] | Iterable[Sequence[Any]] | None) -> dict[str, Any]:
+    """The model's logical-axis rules (`partitioning.DEFAULT_RULES`) with the config's
+    entries replacing or adding names. `rules` is a mapping or a list of (name, axes) pairs;
+    axes is a mesh axis, a list/tuple of them, or None."""
+    table = dict(partitioning.DEFAULT_RULES)
+    pairs = rules.items() if isinstance(rules, Mapping) else (rules or ())
+    for name, axes in pairs:
+        table[name] = tuple(axes) if isinstance(axes, (list, tuple)) else axes
+    for name, axes in table.items():
+        for ax in (axes if isinstance(axes, tuple) else (axes,)):
+            if ax is not None and ax not in MESH_AXES:
+                raise ValueError(f"rule {name!r} -> {axes!r}: {ax!r} is not a mesh axis {MESH_AXES}")
+    return table
+
+
+def install(mesh: Mesh, rules: Mapping[str, Any]) -> None:
+    """Make `mesh` and `rules` the ambient ones: `jax.set_mesh` for GSPMD and the rules
+    that the model's `partitioning.constrain` calls resolve activations with."""
+    jax.set_mesh(mesh)
+    partitioning.set_rules(rules)
+
+
+def state_shardings(state: Any, mesh: Mesh, rules: Mapping[str, Any]) -> Any:
+    """NamedSharding for every leaf of an `nnx.State` (or a tree holding states, such as an
+    optax state built over params: moments carry their parameter's metadata). Leaves
+    without logical names (scalars, counts) are replicated; axes that do not divide a
+    dimension are dropped for that dimension."""
+    return partitioning.logical_to_sharding(state, mesh, rules)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def batch_sharding(mesh: Mesh, ndim: int = 1) -> NamedSharding:
+    """Leading (batch) dim split over data x fsdp; everything else replicated."""
+    return NamedSharding(mesh, P(BATCH_AXES, *([None] * (ndim - 1))))
+
+
+def data_parallel_size(mesh: Mesh) -> int:
+    return math.prod(mesh.shape[a] for a in BATCH_AXES)
+
+
+def describe(mesh: Mesh) -> str:
+    return " ".join(f"{a}={mesh.shape[a]}" for a in MESH_AXES) + \
+        f" ({mesh.devices.size} devices, {jax.process_count()} processes)"

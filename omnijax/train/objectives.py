@@ -1,0 +1,254 @@
+"""The two things one trainer trains: the causal VAE and the MMDiT.
+
+An objective bundles what the generic loop needs and nothing else:
+    model_fn(rngs) -> nnx.Module         the model (presets named, not redefined)
+    trainable                            NNX filter of what the optimizer updates
+    loss(model, batch, rng) -> (loss, aux)   pure, traced inside the jitted step
+    batch_spec(B) -> {key: ShapeDtypeStruct} global batch shapes (for lowering)
+    make_data(cfg, mesh) -> checkpointable iterator of this process's batch rows
+    tokens_per_example(), flops_per_example()   for tokens/s and the MFU estimate
+
+VAE: reconstruction (L1 + L2) + KL to N(0, I), so small VAEs can be trained (SynthTalk).
+MMDiT: flow matching on cached, normalised latents with the batch's `keep_*` masks, a
+clean motion-frame prefix with probability `motion_prob`, and the loss broken down by
+condition mix (which of ref/text/audio/pose each sample kept).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from omnijax.train import data as data_lib
+
+CONDITIONS = ("ref", "text", "audio", "pose")
+# mix index = sum(keep_c << i): 16 named condition mixes for the per-mix loss breakdown
+MIX_NAMES = tuple("_".join(c for i, c in enumerate(CONDITIONS) if code >> i & 1) or "none"
+                  for code in range(2 ** len(CONDITIONS)))
+
+
+def _lora_wrap(model: nnx.Module, cfg, rngs: nnx.Rngs) -> nnx.Module:
+    if not cfg.get("lora") or not cfg.lora.get("rank", 0):
+        return model
+    from omnijax.models import lora
+    return lora.apply_lora(model, rank=int(cfg.lora.rank), alpha=float(cfg.lora.alpha),
+                           targets=list(cfg.lora.targets), rngs=rngs)
+
+
+def _trainable(cfg):
+    if cfg.get("lora") and cfg.lora.get("rank", 0):
+        from omnijax.models.lora import LoRAParam
+        return LoRAParam
+    return nnx.Param
+
+
+def _rows(cfg, mesh) -> tuple[int, int]:
+    """This process's rows of the global batch under the mesh's batch sharding."""
+    from omnijax.train import mesh as mesh_lib
+    return data_lib.local_rows(mesh_lib.batch_sharding(mesh, 1), int(cfg.train.batch_size))
+
+
+# ============================================================================ MMDiT
+
+class MMDiTObjective:
+    name = "mmdit"
+    mix_names = MIX_NAMES
+
+    def __init__(self, cfg):
+        from omnijax.models.mmdit import MMDiTConfig
+        self.cfg = cfg
+        overrides = dict(cfg.model.get("overrides", {}))
+        overrides.setdefault("dtype", str(cfg.train.compute_dtype))
+        overrides.setdefault("remat", str(cfg.train.remat))
+        if cfg.model.get("attention"):
+            overrides.setdefault("attention", str(cfg.model.attention))
+        self.model_config = MMDiTConfig.preset(cfg.model.size, **overrides)
+        d = cfg.data
+        self.F, self.h, self.w = int(d.latent_frames), int(d.latent_height), int(d.latent_width)
+        self.T = 1 + 4 * (self.F - 1)
+        mc = self.model_config
+        self.Hp = int(round(self.h * 8 * mc.pose_scale))
+        self.Wp = int(round(self.w * 8 * mc.pose_scale))
+        self.L = int(d.text_len)
+        self.M = int(cfg.objective_opts.motion_frames)
+        self.motion_prob = float(cfg.objective_opts.motion_prob)
+        if self.motion_prob > 0 and not 0 < self.M < self.F:
+            raise ValueError(f"motion_frames={self.M} must be in [1, latent_frames={self.F}) "
+                             "when motion_prob > 0")
+        self.trainable = _trainable(cfg)
+
+    def model_fn(self, rngs: nnx.Rngs) -> nnx.Module:
+        from omnijax.models.mmdit import MMDiT
+        return _lora_wrap(MMDiT(self.model_config, rngs=rngs), self.cfg, rngs)
+
+    def batch_spec(self, B: int) -> dict[str, jax.ShapeDtypeStruct]:
+        mc = self.model_config
+        f32, f16, b = jnp.float32, jnp.float16, jnp.bool_
+        S = jax.ShapeDtypeStruct
+        spec = {
+            "latents": S((B, self.F, self.h, self.w, mc.latent_channels), f32),
+            "ref_latent": S((B, 1, self.h, self.w, mc.latent_channels), f32),
+            "audio": S((B, self.T, mc.audio_dim), f32),
+            "pose": S((B, self.T, self.Hp, self.Wp, mc.pose_channels), f16),
+            "text": S((B, self.L, mc.text_dim), f32),
+            "text_mask": S((B, self.L), b),
+            "audio_ok": S((B,), b), "pose_ok": S((B,), b),
+        }
+        spec.update({f"keep_{c}": S((B,), b) for c in CONDITIONS})
+        return spec
+
+    def _forward(self, model, batch, key, motion: int):
+        """Per-sample flow-matching loss (B,) with `motion` clean prefix frames."""
+        from omnijax.diffusion import flow
+        o = self.cfg.objective_opts
+        x0 = batch["latents"]
+        clean, x0 = x0[:, :motion], x0[:, motion:]
+        fn = x0.shape[1]
+        tn = 1 + 4 * (fn - 1)                          # video frames of the noisy frames
+        draw = flow.noised(key, x0, mean=float(o.t_mean), std=float(o.t_std), shift=float(o.t_shift))
+        keep = {c: batch[f"keep_{c}"] for c in CONDITIONS}
+        dt = jnp.dtype(self.model_config.dtype)
+        pred = model(draw["x_t"].astype(dt), draw["t"], ref=batch["ref_latent"].astype(dt),
+                     motion=clean.astype(dt) if motion else None,
+                     audio=batch["audio"][:, -tn:].astype(dt), pose=batch["pose"][:, -tn:].astype(dt),
+                     text=batch["text"].astype(dt), text_mask=batch["text_mask"], keep=keep)
+        return flow.per_sample_loss(pred, draw["target"])
+
+    def loss(self, model, batch, rng):
+        k_motion, k_noise = jax.random.split(rng)
+        if self.motion_prob <= 0:
+            per = self._forward(model, batch, k_noise, 0)
+        elif self.motion_prob >= 1:
+            per = self._forward(model, batch, k_noise, self.M)
+        else:
+            # Prefix length is static in the model, so the choice is per batch: both
+            # branches are compiled, one runs.
+            # The model goes in as an explicit (graphdef, state) operand: NNX refuses
+            # modules closed over by a lax control-flow branch.
+            use = jax.random.bernoulli(k_motion, self.motion_prob)
+            graphdef, state = nnx.split(model)
+            per = jax.lax.cond(
+                use, lambda st: self._forward(nnx.merge(graphdef, st), batch, k_noise, self.M),
+                lambda st: self._forward(nnx.merge(graphdef, st), batch, k_noise, 0), state)
+        code = sum(batch[f"keep_{c}"].astype(jnp.int32) << i for i, c in enumerate(CONDITIONS))
+        onehot = jax.nn.one_hot(code, len(MIX_NAMES), dtype=jnp.float32)   # (B, 16)
+        aux = {"mix_loss_sum": onehot.T @ per, "mix_count": onehot.sum(0)}
+        for c in CONDITIONS:
+            aux[f"keep_rate/{c}"] = batch[f"keep_{c}"].astype(jnp.float32).mean()
+        return per.mean(), aux
+
+    def make_data(self, cfg, mesh):
+        d = cfg.data
+        rows = _rows(cfg, mesh)
+        if d.source == "shards":
+            from omnijax.train import pipeline_adapter
+            return pipeline_adapter.shards(cfg, self, rows)
+        if d.source != "synthetic":
+            raise ValueError(f"data.source must be 'synthetic' or 'shards', got {d.source!r}")
+        from omnijax.train import curriculum
+        mc = self.model_config
+        stage = curriculum.get_stage(cfg.curriculum.stage, dict(cfg.curriculum.get("ratios", {})))
+        make = data_lib.synthetic_latents(
+            seed=int(d.seed), batch=int(cfg.train.batch_size), frames=self.F, height=self.h,
+            width=self.w, channels=mc.latent_channels, audio_dim=mc.audio_dim,
+            pose_hw=(self.Hp, self.Wp), keypoints=mc.pose_channels, text_len=self.L,
+            text_dim=mc.text_dim, stage=stage)
+        return data_lib.IndexedBatches(make, rows, tuple(d.get("inject_nan_at", ())), "latents")
+
+    def tokens_per_example(self) -> int:
+        ph, pw = self.model_config.patch
+        return (self.F + 1) * (self.h // ph) * (self.w // pw) + self.L
+
+    def flops_per_example(self) -> float:
+        """6 x params x tokens + attention 12 x layers x tokens^2 x width (training)."""
+        from omnijax.train.state import build_abstract, count_params
+        mc = self.model_config
+        n = self.tokens_per_example()
+        if not hasattr(self, "_params"):
+            _, params, _ = build_abstract(self.model_fn, nnx.Param)
+            self._params = count_params(params)
+        return 6.0 * self._params * n + 12.0 * mc.depth * n * n * mc.width
+
+
+# ============================================================================ VAE
+
+class VAEObjective:
+    name = "vae"
+    mix_names = ()
+
+    def __init__(self, cfg):
+        from omnijax.models.vae import VAEConfig
+        self.cfg = cfg
+        self.model_config = VAEConfig.preset(cfg.model.size)
+        d = cfg.data
+        self.T, self.H, self.W = int(d.frames), int(d.height), int(d.width)
+        if (self.T - 1) % 4 or self.H % 8 or self.W % 8:
+            raise ValueError(f"VAE training clips need T = 1 + 4k frames and H, W multiples of 8, "
+                             f"got {self.T}x{self.H}x{self.W}")
+        self.trainable = _trainable(cfg)
+
+    def model_fn(self, rngs: nnx.Rngs) -> nnx.Module:
+        from omnijax.models.vae import CausalVAE
+        return _lora_wrap(CausalVAE(self.model_config, rngs=rngs), self.cfg, rngs)
+
+    def batch_spec(self, B: int) -> dict[str, jax.ShapeDtypeStruct]:
+        return {"video": jax.ShapeDtypeStruct((B, self.T, self.H, self.W, 3), jnp.float32)}
+
+    def loss(self, model, batch, rng):
+        o = self.cfg.objective_opts
+        video = batch["video"]
+        mean, logvar = model.moments(video)
+        z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(rng, mean.shape, mean.dtype)
+        rec = model.reconstruct(z, clamp=False).astype(jnp.float32)
+        err = rec - video.astype(jnp.float32)
+        l1 = jnp.abs(err).mean()
+        l2 = jnp.square(err).mean()
+        kl = 0.5 * (jnp.square(mean.astype(jnp.float32)) + jnp.exp(logvar.astype(jnp.float32))
+                    - 1.0 - logvar.astype(jnp.float32)).mean()
+        loss = float(o.l1_weight) * l1 + float(o.l2_weight) * l2 + float(o.kl_weight) * kl
+        return loss, {"recon_l1": l1, "recon_l2": l2, "kl": kl}
+
+    def make_data(self, cfg, mesh):
+        d = cfg.data
+        rows = _rows(cfg, mesh)
+        if d.source != "synthtalk":
+            raise ValueError(f"VAE data.source must be 'synthtalk', got {d.source!r}")
+        make = data_lib.synthtalk_videos(seed=int(d.seed), batch=int(cfg.train.batch_size),
+                                         frames=self.T, height=self.H, width=self.W)
+        return data_lib.IndexedBatches(make, rows, tuple(d.get("inject_nan_at", ())), "video")
+
+    def tokens_per_example(self) -> int:
+        # latent positions produced per clip (the VAE's "tokens")
+        return (1 + (self.T - 1) // 4) * (self.H // 8) * (self.W // 8)
+
+    def flops_per_example(self) -> float:
+        """XLA's count for one forward (encode + decode) x 3 (forward + backward)."""
+        if not hasattr(self, "_flops"):
+            from omnijax.train.state import build_abstract
+            g, s, rest = build_abstract(self.model_fn, ...)
+            video = jax.ShapeDtypeStruct((1, self.T, self.H, self.W, 3), jnp.float32)
+
+            def fwd(s, v):
+                m = nnx.merge(g, s)
+                mean, _ = m.moments(v)
+                return m.reconstruct(mean, clamp=False)
+            cost = jax.jit(fwd).lower(s, video).cost_analysis()
+            cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+            self._flops = 3.0 * float((cost or {}).get("flops", 0.0))
+        return self._flops
+
+
+OBJECTIVES = {"mmdit": MMDiTObjective, "vae": VAEObjective}
+
+
+def build(cfg):
+    if cfg.objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {sorted(OBJECTIVES)}, got {cfg.objective!r}")
+    return OBJECTIVES[cfg.objective](cfg)

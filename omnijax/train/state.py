@@ -1,0 +1,130 @@
+"""Train state: float32 master params, optimizer state, EMA, step, rng, guard counters.
+
+The NNX model is split once into a static `graphdef` and three states:
+    params  the trainable variables (the optimizer's `wrt`; `nnx.Param`, or `LoRAParam` only)
+    frozen  everything else (a frozen backbone under LoRA, buffers); carried, never updated
+The train step merges them back into a module inside `jax.jit` (split/merge pattern), so
+the state itself is a plain pytree that jit can shard and donate and orbax can save.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from omnijax.train import mesh as mesh_lib
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array          # () int32: optimizer updates attempted so far (skipped ones count)
+    params: nnx.State        # trainable variables, float32 master copy
+    frozen: nnx.State        # non-trainable variables (LoRA backbone, buffers)
+    opt_state: Any           # optax state over `params`
+    ema: nnx.State           # exponential moving average of `params`
+    rng: jax.Array           # (2,) uint32 raw key data: checkpointable on every backend
+    bad_steps: jax.Array     # () int32: consecutive non-finite steps (guard)
+    skipped: jax.Array       # () int32: total non-finite steps skipped
+
+    def as_dict(self) -> dict[str, Any]:
+        """Shallow dict of the fields (the orbax item)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainState":
+        return cls(**d)
+
+
+# ----------------------------------------------------------------------------- optimizer
+
+def learning_rate_schedule(cfg) -> optax.Schedule:
+    """Linear warmup to `cfg.lr`, then cosine decay to `cfg.lr * cfg.final_lr_ratio`."""
+    total = max(int(cfg.decay_steps), int(cfg.warmup_steps) + 1)
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=float(cfg.lr), warmup_steps=int(cfg.warmup_steps),
+        decay_steps=total, end_value=float(cfg.lr) * float(cfg.final_lr_ratio))
+
+
+def _decay_mask(params):
+    # No weight decay on biases, norm scales and embeddings' 1-D vectors.
+    return jax.tree.map(lambda x: jnp.ndim(x) >= 2, params)
+
+
+def make_optimizer(cfg) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """AdamW with warmup + cosine, gradients clipped by global norm first."""
+    schedule = learning_rate_schedule(cfg)
+    tx = optax.chain(
+        optax.clip_by_global_norm(float(cfg.clip_norm)),
+        optax.adamw(schedule, b1=float(cfg.b1), b2=float(cfg.b2), eps=float(cfg.eps),
+                    weight_decay=float(cfg.weight_decay), mask=_decay_mask),
+    )
+    return tx, schedule
+
+
+# ----------------------------------------------------------------------------- creation
+
+def build_abstract(model_fn: Callable[[nnx.Rngs], nnx.Module], trainable: Any):
+    """graphdef + abstract (params, frozen) without allocating anything."""
+    # jax.eval_shape rather than nnx.eval_shape: the latter turns logical names into mesh
+    # shardings when a mesh is installed, which logical names are not.
+    box = {}
+
+    def build():
+        with nnx.use_eager_sharding(False):
+            graphdef, params, frozen = nnx.split(model_fn(nnx.Rngs(0)), trainable, ...)
+        box["graphdef"] = graphdef
+        return params, frozen
+
+    params, frozen = jax.eval_shape(build)
+    return box["graphdef"], params, frozen
+
+
+def _init_state(model_fn, trainable, tx, seed: int) -> TrainState:
+    with nnx.use_eager_sharding(False):
+        model = model_fn(nnx.Rngs(seed))
+    _, params, frozen = nnx.split(model, trainable, ...)
+    return TrainState(
+        step=jnp.zeros((), jnp.int32), params=params, frozen=frozen,
+        opt_state=tx.init(params),
+        ema=jax.tree.map(jnp.copy, params),
+        rng=jax.random.key_data(jax.random.key(seed)).astype(jnp.uint32),
+        bad_steps=jnp.zeros((), jnp.int32), skipped=jnp.zeros((), jnp.int32))
+
+
+def abstract_state(model_fn, trainable, tx, seed: int = 0) -> TrainState:
+    """ShapeDtypeStructs of the whole TrainState (for shardings, restore targets, lowering)."""
+    return jax.eval_shape(lambda: _init_state(model_fn, trainable, tx, seed))
+
+
+def state_shardings(abstract: TrainState, mesh: Mesh, rules) -> TrainState:
+    """NamedShardings for every leaf: params/EMA/moments by their logical names."""
+    rep = NamedSharding(mesh, P())
+    return TrainState(
+        step=rep, params=mesh_lib.state_shardings(abstract.params, mesh, rules),
+        frozen=mesh_lib.state_shardings(abstract.frozen, mesh, rules),
+        opt_state=mesh_lib.state_shardings(abstract.opt_state, mesh, rules),
+        ema=mesh_lib.state_shardings(abstract.ema, mesh, rules),
+        rng=rep, bad_steps=rep, skipped=rep)
+
+
+def with_shardings(abstract: TrainState, shardings: TrainState) -> TrainState:
+    """ShapeDtypeStructs carrying their target sharding (an orbax restore target)."""
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                        abstract, shardings)
+
+
+def create_state(model_fn, trainable, tx, shardings: TrainState, seed: int) -> TrainState:
+    """Initialise directly into the sharded layout (no full copy on any one device)."""
+    init = jax.jit(lambda: _init_state(model_fn, trainable, tx, seed), out_shardings=shardings)
+    return init()
+
+
+def count_params(tree) -> int:
+    return int(sum(x.size for x in jax.tree.leaves(tree)))

@@ -1,0 +1,397 @@
+"""The training loop: one jitted, sharded, donated step and the side effects around it.
+
+    mesh -> objective (model + loss + data) -> optimizer -> state (fresh | resumed | init_from)
+    -> step lowered and compiled (memory_analysis logged) -> loop:
+         next batch -> global array -> step -> guard -> metrics -> checkpoint / preemption
+
+The step (`make_train_step`) is a pure function of (state, batch): it merges the NNX model
+from the static graphdef and the state's params, computes the loss in the compute dtype
+(bf16 by default) against float32 master weights, accumulates gradients over microbatches
+with `lax.scan`, and applies AdamW + EMA only when loss and gradient norm are finite.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import signal
+import time
+from typing import Any, Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from etils import epath
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from omnijax.train import checkpoint as ckpt_lib
+from omnijax.train import mesh as mesh_lib
+from omnijax.train import state as state_lib
+from omnijax.train.state import TrainState
+
+log = logging.getLogger(__name__)
+
+# Exit statuses of `train` (also the process exit code of `python -m omnijax.train`).
+OK, PREEMPTED, NONFINITE = 0, 3, 4
+
+
+# ============================================================================ the step
+
+def _cast_floats(tree, dtype):
+    if dtype is None:
+        return tree
+    return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x,
+                        tree)
+
+
+def _split_microbatches(batch: dict, n: int, mesh: Mesh | None) -> dict:
+    """(B, ...) -> (n, B/n, ...), keeping each microbatch split over the batch axes.
+
+    Sample i goes to microbatch i % n, so every device keeps its own rows (no reshuffle).
+    """
+    def one(x):
+        b = x.shape[0]
+        y = x.reshape(b // n, n, *x.shape[1:]).swapaxes(0, 1)
+        if mesh is not None:
+            spec = P(None, mesh_lib.BATCH_AXES, *([None] * (x.ndim - 1)))
+            y = jax.lax.with_sharding_constraint(y, NamedSharding(mesh, spec))
+        return y
+    return jax.tree.map(one, batch)
+
+
+def make_train_step(graphdef: nnx.GraphDef, loss_fn: Callable, tx: optax.GradientTransformation,
+                    schedule: optax.Schedule, *, ema_decay: float, compute_dtype=jnp.bfloat16,
+                    microbatches: int = 1, mesh: Mesh | None = None):
+    """The pure step `(state, batch) -> (state, metrics)`.
+
+    `loss_fn(model, batch, rng) -> (loss, aux)`: `aux` is a dict of arrays that are summed
+    over microbatches (per-condition-mix sums and counts) plus scalars that are averaged.
+    """
+    def compute_loss(params, frozen, batch, rng):
+        model = nnx.merge(graphdef, _cast_floats(params, compute_dtype),
+                          _cast_floats(frozen, compute_dtype))
+        loss, aux = loss_fn(model, batch, rng)
+        return loss.astype(jnp.float32), aux
+
+    grad_fn = jax.value_and_grad(compute_loss, has_aux=True)
+
+    def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+        if microbatches == 1:
+            (loss, aux), grads = grad_fn(state.params, state.frozen, batch, rng)
+        else:
+            micro = _split_microbatches(batch, microbatches, mesh)
+            zeros = jax.tree.map(jnp.zeros_like, state.params)
+
+            def body(carry, xs):
+                i, mb = xs
+                (l, a), g = grad_fn(state.params, state.frozen, mb, jax.random.fold_in(rng, i))
+                gsum, lsum = carry
+                return (jax.tree.map(jnp.add, gsum, g), lsum + l), a
+
+            (gsum, lsum), auxs = jax.lax.scan(
+                body, (zeros, jnp.zeros((), jnp.float32)),
+                (jnp.arange(microbatches), micro))
+            grads = jax.tree.map(lambda g: g / microbatches, gsum)
+            loss = lsum / microbatches
+            aux = {k: (v.sum(0) if k.endswith(("_sum", "_count")) else v.mean(0))
+                   for k, v in auxs.items()}
+
+        grad_norm = optax.global_norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+
+        def apply(_):
+            updates, opt_state = tx.update(grads, state.opt_state, state.params)
+            params = optax.apply_updates(state.params, updates)
+            ema = jax.tree.map(lambda e, p: e * ema_decay + p * (1.0 - ema_decay), state.ema, params)
+            return params, opt_state, ema
+
+        def skip(_):
+            return state.params, state.opt_state, state.ema
+
+        # The guard: a non-finite loss or gradient leaves params, moments and EMA untouched.
+        params, opt_state, ema = jax.lax.cond(finite, apply, skip, None)
+        bad = jnp.where(finite, 0, state.bad_steps + 1).astype(jnp.int32)
+        new = state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema=ema,
+                            bad_steps=bad, skipped=state.skipped + (~finite).astype(jnp.int32))
+        metrics = {"loss": loss, "grad_norm": grad_norm, "lr": schedule(state.step),
+                   "finite": finite, "bad_steps": bad, "skipped": new.skipped, **aux}
+        return new, metrics
+
+    return step
+
+
+def jit_train_step(step_fn, state_shardings: TrainState, batch_shardings: dict, mesh: Mesh):
+    """`jax.jit` with explicit in/out shardings; the state is donated (updated in place)."""
+    rep = NamedSharding(mesh, P())
+    return jax.jit(step_fn, in_shardings=(state_shardings, batch_shardings),
+                   out_shardings=(state_shardings, rep), donate_argnums=(0,))
+
+
+def compile_step(jitted, abstract_state: TrainState, abstract_batch: dict):
+    """Lower + compile before the loop; log XLA's memory and FLOP estimates."""
+    t0 = time.perf_counter()
+    lowered = jitted.lower(abstract_state, abstract_batch)
+    compiled = lowered.compile()
+    info: dict[str, Any] = {"compile_s": time.perf_counter() - t0}
+    try:
+        mem = compiled.memory_analysis()
+        if mem is not None:
+            for k in ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes",
+                      "generated_code_size_in_bytes", "alias_size_in_bytes"):
+                info[k] = int(getattr(mem, k, 0))
+    except Exception as e:  # some backends do not implement it
+        info["memory_analysis"] = f"unavailable: {e}"
+    try:
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        info["xla_flops"] = float(cost.get("flops", 0.0)) if cost else 0.0
+    except Exception:
+        info["xla_flops"] = 0.0
+    log.info("compiled train step: %s", json.dumps(info))
+    return compiled, info
+
+
+# ============================================================================ batches
+
+def global_batch(local: dict[str, np.ndarray], shardings: dict[str, NamedSharding]) -> dict:
+    """Process-local rows -> one global array per key, split over the batch axes."""
+    return {k: jax.make_array_from_process_local_data(shardings[k], np.asarray(v))
+            for k, v in local.items()}
+
+
+def batch_shardings(spec: dict[str, jax.ShapeDtypeStruct], mesh: Mesh) -> dict[str, NamedSharding]:
+    return {k: mesh_lib.batch_sharding(mesh, len(v.shape)) for k, v in spec.items()}
+
+
+# ============================================================================ preemption
+
+class StopSignal:
+    """Turns SIGTERM/SIGINT into a flag the loop polls (save, then exit cleanly)."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. under some test runners)
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        self.received = signum
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def should_stop(self) -> bool:
+        """Every process stops at the same step if any one of them got a signal."""
+        flag = self.received is not None
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            flag = bool(np.any(multihost_utils.process_allgather(np.asarray(flag))))
+        return flag
+
+
+# ============================================================================ observability
+
+# bf16 dense peaks (FLOP/s per device) for the MFU estimate; CPUs are measured instead.
+_PEAK_FLOPS = {"h100": 989e12, "h200": 989e12, "a100": 312e12, "v4": 275e12, "v5e": 197e12,
+               "v5 lite": 197e12, "v5p": 459e12, "v6e": 918e12, "v6 lite": 918e12}
+
+
+def measured_matmul_peak(n: int = 1024, repeats: int = 5) -> float:
+    """FLOP/s of a float32 n x n matmul on device 0 (the CPU roofline stand-in)."""
+    x = jax.device_put(jnp.ones((n, n), jnp.float32), jax.local_devices()[0])
+    f = jax.jit(lambda a: a @ a)
+    f(x).block_until_ready()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        f(x).block_until_ready()
+        times.append(time.perf_counter() - t0)
+    return 2 * n ** 3 / float(np.median(times))
+
+
+def peak_flops_per_device(override: float = 0.0) -> tuple[float, str]:
+    if override > 0:
+        return float(override), "config"
+    kind = jax.devices()[0].device_kind.lower()
+    for key, peak in _PEAK_FLOPS.items():
+        if key in kind:
+            return peak, f"{kind} bf16 spec"
+    return measured_matmul_peak(), f"{kind} measured f32 matmul"
+
+
+class MetricWriter:
+    """TensorBoard scalars + a JSON-lines log; only process 0 writes anything."""
+
+    def __init__(self, workdir: epath.Path, enabled: bool):
+        self.enabled = enabled and jax.process_index() == 0
+        self._tb = None
+        self._jsonl = None
+        if self.enabled:
+            workdir.mkdir(parents=True, exist_ok=True)
+            from tensorboardX import SummaryWriter
+            self._tb = SummaryWriter(str(workdir / "tensorboard"))
+            self._jsonl = (workdir / "metrics.jsonl").open("a")
+
+    def write(self, step: int, scalars: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        for k, v in scalars.items():
+            self._tb.add_scalar(k, v, step)
+        self._jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
+        self._jsonl.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self._tb.close()
+            self._jsonl.close()
+
+
+def host_scalars(metrics: dict, mix_names: tuple[str, ...]) -> dict[str, float]:
+    """Device metrics -> flat float dict, turning per-mix sums/counts into mean losses."""
+    m = jax.device_get(metrics)
+    out = {}
+    for k, v in m.items():
+        v = np.asarray(v)
+        if k == "mix_loss_sum" or k == "mix_count":
+            continue
+        if v.ndim == 0:
+            out[k] = float(v)
+    if "mix_loss_sum" in m:
+        sums, counts = np.asarray(m["mix_loss_sum"]), np.asarray(m["mix_count"])
+        for name, s, c in zip(mix_names, sums, counts):
+            if c > 0:
+                out[f"loss_mix/{name}"] = float(s / c)
+                out[f"mix_count/{name}"] = float(c)
+    return out
+
+
+# ============================================================================ the loop
+
+def train(cfg, workdir: str, objective=None) -> int:
+    """Run (or resume) the job described by `cfg` in `workdir`; returns an exit status.
+
+    OK: reached `cfg.train.steps` (final checkpoint written). PREEMPTED: SIGTERM/SIGINT,
+    checkpoint written, rerun the same command to resume. NONFINITE: `max_bad_steps`
+    non-finite steps in a row; nothing was saved during the streak, so the latest
+    checkpoint is the last good one.
+    """
+    from omnijax.train import objectives  # heavy model imports only when training
+    workdir = ckpt_lib.as_path(workdir)
+    config_dict = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
+
+    # ---------------------------------------------------------------- mesh
+    mesh = mesh_lib.make_mesh(dict(cfg.mesh.shape))
+    rules = mesh_lib.rules_from_config(cfg.mesh.get("rules"))
+    log.info("mesh: %s", mesh_lib.describe(mesh))
+
+    # ---------------------------------------------------------------- objective + optimizer
+    objective = objective or objectives.build(cfg)
+    tx, schedule = state_lib.make_optimizer(cfg.optim)
+    graphdef, _, _ = state_lib.build_abstract(objective.model_fn, objective.trainable)
+    abstract = state_lib.abstract_state(objective.model_fn, objective.trainable, tx, cfg.train.seed)
+    flops_per_example = objective.flops_per_example()
+    peak, peak_src = peak_flops_per_device(float(cfg.observe.get("peak_flops", 0.0)))
+    mesh_lib.install(mesh, rules)
+    shardings = state_lib.state_shardings(abstract, mesh, rules)
+    log.info("params: %s trainable, %s frozen", f"{state_lib.count_params(abstract.params):,}",
+             f"{state_lib.count_params(abstract.frozen):,}")
+
+    B = int(cfg.train.batch_size)
+    if B % (mesh_lib.data_parallel_size(mesh) * int(cfg.train.microbatches)):
+        raise ValueError(f"train.batch_size={B} must be divisible by data x fsdp "
+                         f"({mesh_lib.data_parallel_size(mesh)}) x microbatches "
+                         f"({cfg.train.microbatches})")
+    spec = objective.batch_spec(B)
+    b_shard = batch_shardings(spec, mesh)
+    data = objective.make_data(cfg, mesh)
+
+    # ---------------------------------------------------------------- state: resume | init_from | fresh
+    ckpt = ckpt_lib.Checkpointer(workdir / "checkpoints", max_to_keep=cfg.checkpoint.keep,
+                                 save_every=cfg.checkpoint.every,
+                                 async_save=cfg.checkpoint.get("async_save", True))
+    target = state_lib.with_shardings(abstract, shardings)
+    latest = ckpt.latest_step()
+    if latest is not None:
+        state = TrainState.from_dict(ckpt.restore(latest, target.as_dict(), data))
+        log.info("resumed from %s step %d", ckpt.directory, latest)
+    else:
+        state = state_lib.create_state(objective.model_fn, objective.trainable, tx, shardings,
+                                       cfg.train.seed)
+        if cfg.get("init_from"):
+            sub = ckpt_lib.restore_subset(cfg.init_from, {"params": target.params, "ema": target.ema})
+            state = state.replace(params=sub["params"], ema=sub["ema"])
+    ckpt_lib.write_json(workdir / "config.json", config_dict)
+
+    # ---------------------------------------------------------------- compile
+    step_fn = make_train_step(
+        graphdef, objective.loss, tx, schedule, ema_decay=float(cfg.optim.ema_decay),
+        compute_dtype=jnp.dtype(cfg.train.compute_dtype), microbatches=int(cfg.train.microbatches),
+        mesh=mesh)
+    jitted = jit_train_step(step_fn, shardings, b_shard, mesh)
+    abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=b_shard[k])
+                      for k, v in spec.items()}
+    compiled, info = compile_step(jitted, target, abstract_batch)
+    flops_per_step = flops_per_example * B
+    log.info("MFU basis: %.3g FLOP/step (analytic), peak %.3g FLOP/s/device (%s)",
+             flops_per_step, peak, peak_src)
+
+    # ---------------------------------------------------------------- loop
+    writer = MetricWriter(workdir, enabled=True)
+    start = int(jax.device_get(state.step))
+    total = int(cfg.train.steps)
+    log_every = max(1, int(cfg.train.log_every))
+    max_bad = int(cfg.train.max_bad_steps)
+    status = OK
+    from tqdm import tqdm
+    bar = tqdm(total=total, initial=start, disable=jax.process_index() != 0,
+               desc=f"train {objective.name}", dynamic_ncols=True)
+    t_last, n_last = time.perf_counter(), start
+    with StopSignal() as stop:
+        step = start
+        while step < total:
+            batch = global_batch(next(data), b_shard)
+            state, metrics = compiled(state, batch)
+            step += 1
+            bar.update(1)
+            bad = int(jax.device_get(metrics["bad_steps"]))
+            if step % log_every == 0 or step == total or bad:
+                scalars = host_scalars(metrics, objective.mix_names)
+                now = time.perf_counter()
+                dt = (now - t_last) / max(step - n_last, 1)
+                t_last, n_last = now, step
+                scalars.update({"steps_per_s": 1.0 / dt,
+                                "tokens_per_s": objective.tokens_per_example() * B / dt,
+                                "mfu": flops_per_step / dt / (peak * jax.device_count())})
+                writer.write(step, scalars)
+                bar.set_postfix(loss=f"{scalars['loss']:.4g}", skipped=int(scalars["skipped"]))
+            if bad >= max_bad:
+                log.error("%d non-finite steps in a row (limit %d): stopping; the latest "
+                          "checkpoint (step %s) holds the last good state", bad, max_bad,
+                          ckpt.latest_step())
+                status = NONFINITE
+                break
+            if stop.should_stop():
+                log.warning("signal %s: checkpointing step %d and exiting", stop.received, step)
+                ckpt.save(step, state.as_dict(), data, config_dict)
+                status = PREEMPTED
+                break
+            # Never checkpoint inside a non-finite streak: keep the last good one on disk.
+            if bad == 0 and (ckpt.due(step) or step == total):
+                ckpt.save(step, state.as_dict(), data, config_dict)
+    bar.close()
+    ckpt.close()
+    writer.close()
+    log.info("finished at step %d with status %d (%d non-finite steps skipped)", step, status,
+             int(jax.device_get(state.skipped)))
+    return status
