@@ -1,0 +1,189 @@
+"""MMDiT: shapes for every condition mix, absent == dropped, audio locality, pose/text
+sensitivity, scanned == unrolled, bf16 ~ f32, adaLN-zero init, and a one-batch overfit."""
+
+import dataclasses
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from omnijax.diffusion import flow
+from omnijax.models.mmdit import MMDiT, MMDiTConfig, random_mmdit
+
+B, F, H, W, C = 2, 3, 4, 4, 16
+T = 1 + 4 * (F - 1)
+CFG = MMDiTConfig.tiny()
+
+
+def _inputs(seed=0, b=B, f=F, motion=2, text_len=6):
+    ks = jax.random.split(jax.random.key(seed), 8)
+    t = 1 + 4 * (f - 1)
+    return dict(
+        x=jax.random.normal(ks[0], (b, f, H, W, C)),
+        t=jnp.linspace(0.2, 0.8, b),
+        ref=jax.random.normal(ks[1], (b, 1, H, W, C)),
+        motion=jax.random.normal(ks[2], (b, motion, H, W, C)),
+        audio=jax.random.normal(ks[3], (b, t, CFG.audio_dim)),
+        pose=jax.random.uniform(ks[4], (b, t, 4 * H, 4 * W, CFG.pose_channels)),
+        text=jax.random.normal(ks[5], (b, text_len, CFG.text_dim)),
+        text_mask=jnp.arange(text_len)[None].repeat(b, 0) < jnp.array([[text_len], [3]])[:b],
+    )
+
+
+@nnx.jit
+def _forward(model, inputs, keep):
+    inputs = dict(inputs)
+    return model(inputs.pop("x"), inputs.pop("t"), keep=keep, **inputs)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return random_mmdit(CFG, seed=0)
+
+
+def test_shapes_for_every_condition_combination(model):
+    full = _inputs()
+    names = ["ref", "motion", "audio", "pose", "text"]
+    for present in itertools.product([False, True], repeat=len(names)):
+        kw = {n: full[n] for n, p in zip(names, present) if p}
+        if "text" in kw:
+            kw["text_mask"] = full["text_mask"]
+        keep = {"ref": jnp.array([True, False]), "audio": jnp.array([False, True])}
+        out = nnx.eval_shape(lambda m: m(full["x"], full["t"], keep=keep, **kw), model)
+        assert out.shape == (B, F, H, W, C) and out.dtype == jnp.float32, present
+
+
+def test_fresh_model_outputs_zeros_adaln_zero():
+    cfg = MMDiTConfig.tiny(depth=1)
+    inp = _inputs(f=2, motion=1)
+
+    @jax.jit
+    def fresh(inp):
+        m = MMDiT(cfg, rngs=nnx.Rngs(0))
+        inp = dict(inp)
+        return m(inp.pop("x"), inp.pop("t"), **inp)
+
+    np.testing.assert_array_equal(fresh(inp), 0.0)
+
+
+def test_dropped_condition_equals_absent_condition(model):
+    """keep[c] = False for a sample gives exactly what that sample gets with c = None."""
+    full = _inputs(seed=1)
+    for cond in ("ref", "audio", "pose", "text"):
+        keep = {cond: jnp.array([True, False])}
+        dropped = _forward(model, full, keep)
+        absent_inp = {k: v for k, v in full.items() if k != cond and not (cond == "text" and k == "text_mask")}
+        absent = _forward(model, absent_inp, {})
+        np.testing.assert_allclose(dropped[1], absent[1], atol=2e-5, err_msg=cond)
+        # and the condition did matter for the kept sample
+        assert float(jnp.abs(dropped[0] - absent[0]).max()) > 1e-3, cond
+
+
+def test_pose_and_text_change_the_output_padding_does_not(model):
+    full = _inputs(seed=2)
+    base = _forward(model, full, {})
+    moved_pose = dict(full, pose=jnp.roll(full["pose"], 3, axis=3))
+    assert float(jnp.abs(_forward(model, moved_pose, {}) - base).max()) > 1e-3
+    other_text = dict(full, text=full["text"] * -1.0)
+    assert float(jnp.abs(_forward(model, other_text, {}) - base).max()) > 1e-3
+    # sample 1's text is padded after 3 tokens: values there are invisible
+    padded = dict(full, text=full["text"].at[1, 3:].set(7.0))
+    np.testing.assert_allclose(_forward(model, padded, {}), base, atol=1e-6)
+
+
+def _one_layer(**kw):
+    return random_mmdit(MMDiTConfig.tiny(depth=1, **kw), seed=3)
+
+
+@pytest.mark.parametrize("window", [0, 1])
+def test_audio_locality(window):
+    """Latent frame f sees only the audio of video frames inside its window."""
+    f = 5
+    model = _one_layer(audio_window=window)
+    inp = _inputs(seed=4, f=f, motion=2)
+    base = _forward(model, inp, {})
+    # video frames of latent frame g: {0} for g = 0, {4g-3 .. 4g} otherwise
+    frames_of = lambda g: [0] if g == 0 else list(range(4 * g - 3, 4 * g + 1))  # noqa: E731
+    target = 2
+    window_frames = sorted(sum((frames_of(g) for g in range(target - window, target + window + 1)
+                                if 0 <= g < f), []))
+    outside = [i for i in range(1 + 4 * (f - 1)) if i not in window_frames]
+    changed = dict(inp, audio=inp["audio"].at[:, np.array(outside)].add(5.0))
+    out = _forward(model, changed, {})
+    np.testing.assert_allclose(out[:, target], base[:, target], atol=1e-6)
+    assert float(jnp.abs(out - base).max()) > 1e-3  # the change does reach other frames
+    inside = dict(inp, audio=inp["audio"].at[:, np.array(window_frames)].add(5.0))
+    assert float(jnp.abs(_forward(model, inside, {})[:, target] - base[:, target]).max()) > 1e-3
+
+
+def test_scanned_equals_unrolled(model):
+    inp = _inputs(seed=5)
+    scanned = _forward(model, inp, {})
+    graphdef, state = nnx.split(model)
+    cfg = dataclasses.replace(CFG, scan_layers=False)
+    unrolled_model = nnx.merge(graphdef, state)
+    unrolled_model.config = cfg
+    np.testing.assert_allclose(_forward(unrolled_model, inp, {}), scanned, atol=1e-5, rtol=1e-5)
+
+
+def test_bf16_forward_close_to_float32(model):
+    inp = _inputs(seed=6)
+    want = _forward(model, inp, {})
+    graphdef, state = nnx.split(model)
+    bf16 = nnx.merge(graphdef, state)
+    bf16.config = dataclasses.replace(CFG, dtype="bfloat16")
+    # the compute dtype lives in each layer: rebuild the graph with bf16 layers, same params
+    abstract = nnx.eval_shape(lambda: MMDiT(bf16.config, rngs=nnx.Rngs(0)))
+    bgraph, _ = nnx.split(abstract)
+    bf16 = nnx.merge(bgraph, state)
+    got = _forward(bf16, inp, {})
+    assert got.dtype == jnp.float32
+    rel = float(jnp.linalg.norm(got - want) / jnp.linalg.norm(want))
+    assert rel < 0.05, rel
+    assert rel > 0  # it really ran in bf16
+
+
+def test_bad_inputs_say_what_was_expected(model):
+    inp = _inputs()
+    with pytest.raises(ValueError, match=r"x must be \(B, F, h, w, 16\)"):
+        model(inp["x"][..., :8], inp["t"])
+    with pytest.raises(ValueError, match="audio must be"):
+        model(inp["x"], inp["t"], audio=inp["audio"][:, :-1])
+    with pytest.raises(ValueError, match="pose must be"):
+        model(inp["x"], inp["t"], pose=inp["pose"][:, :, :8])
+    with pytest.raises(ValueError, match="unknown condition"):
+        model(inp["x"], inp["t"], keep={"video": jnp.ones(B, bool)})
+    with pytest.raises(ValueError, match="ref must hold exactly one"):
+        model(inp["x"], inp["t"], ref=inp["motion"])
+    with pytest.raises(ValueError, match="not divisible by heads"):
+        MMDiTConfig.tiny(heads=3)
+
+
+def test_tiny_model_overfits_one_batch():
+    """Flow-matching loss on one fixed batch (fixed noise and t: a fixed regression target)
+    falls at least 10x. All conditions present, remat on, so the whole graph gets gradients."""
+    cfg = MMDiTConfig.tiny(depth=1, width=64, heads=2, ffn=128, remat="dots_saveable")
+    model = MMDiT(cfg, rngs=nnx.Rngs(0))
+    inp = _inputs(seed=7, f=2, motion=1)
+    x0 = inp.pop("x")
+    eps = jax.random.normal(jax.random.key(8), x0.shape)
+    t = jnp.array([0.3, 0.7])
+    x_t, target = flow.interpolate(x0, eps, t), flow.velocity_target(x0, eps)
+    inp.pop("t")
+    optimizer = nnx.Optimizer(model, optax.adam(3e-3), wrt=nnx.Param)
+
+    @nnx.jit
+    def step(model, optimizer):
+        def loss_fn(model):
+            v = model(x_t, t, **inp)
+            return flow.per_sample_loss(v, target).mean()
+        loss, grads = nnx.value_and_grad(loss_fn)(model)
+        optimizer.update(model, grads)
+        return loss
+
+    losses = [float(step(model, optimizer)) for _ in range(300)]
+    assert losses[-1] < losses[0] / 10, (losses[0], losses[-1])
