@@ -319,7 +319,9 @@ class CausalVAE(nnx.Module):
     def decode(self, latents, *, streamed: bool = True, clamp: bool = True) -> jax.Array:
         """Video `(B, 1 + 4(F-1), 8h, 8w, 3)` from RAW latents, clamped to [-1, 1]."""
         latents = self.check_latents(latents)
-        return _run(self, "reconstruct", latents, streamed=streamed, clamp=clamp)
+        # clamp outside the jitted pass: one compiled program serves both settings
+        video = _run(self, "reconstruct", latents, streamed=streamed, clamp=False)
+        return jnp.clip(video, -1.0, 1.0) if clamp else video
 
     def _stats(self, dtype):
         cfg = self.config
