@@ -71,9 +71,9 @@ def probe(path: str | os.PathLike) -> VideoInfo:
 def iter_frames(path: str | os.PathLike, fps: float | None = None) -> Iterator[np.ndarray]:
     """Decoded frames `(H, W, 3)` uint8 RGB, resampled to `fps` when given.
 
-    Resampling by time: output frame i (time i / fps) is the last source frame whose
-    timestamp is <= that time (with a half-source-frame tolerance), so 30 -> 25 fps drops
-    frames and 20 -> 25 repeats some; decoding streams, memory stays flat.
+    Resampling by time: output frame i (time i / fps) is the source frame nearest that
+    time (ties go to the later frame), so 30 -> 25 fps drops frames and 20 -> 25 repeats
+    some; decoding streams, memory stays flat.
     """
     path = os.fspath(path)
     with _open(path) as c:
@@ -82,30 +82,29 @@ def iter_frames(path: str | os.PathLike, fps: float | None = None) -> Iterator[n
         stream = c.streams.video[0]
         stream.thread_type = "AUTO"
         src_fps = float(stream.average_rate or stream.guessed_rate or 25)
-        tol = 0.5 / src_fps
         start = None
         out_i = 0
-        prev = None
+        prev, prev_t = None, None
         try:
             for frame in c.decode(stream):
-                t = float(frame.pts * stream.time_base) if frame.pts is not None else None
                 img = frame.to_ndarray(format="rgb24")
                 if fps is None:
                     yield img
                     continue
-                if t is None:
+                if frame.pts is None:
                     raise MediaError(f"{path}: frames have no timestamps; cannot resample to {fps} fps")
+                t = float(frame.pts * stream.time_base)
                 start = t if start is None else start
                 t -= start
-                # emit every output time this frame is the latest source frame for
-                while prev is not None and out_i / fps < t - tol:
+                # prev is nearest for every output time before the midpoint to this frame
+                while prev is not None and out_i / fps < 0.5 * (prev_t + t) - 1e-9:
                     yield prev
                     out_i += 1
-                prev = img
+                prev, prev_t = img, t
             if prev is not None and fps is not None:
-                # the last source frame covers one source interval
-                end = (t if t is not None else 0) + 1.0 / src_fps
-                while out_i / fps < end - tol or out_i == 0:
+                # the last source frame covers half a source interval past its time
+                end = prev_t + 0.5 / src_fps
+                while out_i / fps < end - 1e-9:
                     yield prev
                     out_i += 1
         except av.error.FFmpegError as e:

@@ -153,14 +153,28 @@ def transform_keypoints(kp: np.ndarray, height: int, width: int, out_h: int, out
 # ----------------------------------------------------------------------------- encoders
 
 def build_vae(preset: str, seed: int):
-    """A randomly initialised VAE preset, built in one jitted call (initialising eagerly
-    compiles one XLA program per weight: over a minute on a busy CPU)."""
+    """A VAE preset with seeded random weights, initialised on the host.
+
+    Kernels ~ N(0, 1/fan_in), biases 0, other vectors 1. Initialising through XLA compiles
+    one program per weight (minutes on a busy CPU); this takes milliseconds. Preprocess uses
+    a random VAE only for tests and demos: real runs pass a trained VAE directory.
+    """
     from flax import nnx
 
     from omnijax.models import vae as vae_lib
 
     config = vae_lib.VAEConfig.preset(preset)
-    return nnx.jit(lambda: vae_lib.CausalVAE(config, rngs=nnx.Rngs(seed)))()
+    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: vae_lib.CausalVAE(config)))
+    rng = np.random.default_rng(seed)
+
+    def fill(path, x):
+        name = jax.tree_util.keystr(path)
+        if "kernel" in name and len(x.shape) >= 2:
+            fan_in = int(np.prod(x.shape[:-1]))
+            return (rng.standard_normal(x.shape) / np.sqrt(fan_in)).astype(x.dtype)
+        return (np.zeros if "bias" in name else np.ones)(x.shape, x.dtype)
+
+    return nnx.merge(graphdef, jax.tree_util.tree_map_with_path(fill, abstract))
 
 
 class FeatureEncoders:

@@ -46,13 +46,13 @@ class Stage:
         return dataclasses.replace(self, **overrides)
 
 
-# After OmniHuman-1 §3.3: stage 1 text + reference only; stage 2 adds audio at 0.5; stage 3
-# adds pose at 0.5 and halves audio (pose is the stronger condition, audio is weaker than
-# pose but stronger than text).
+# After OmniHuman-1: stage 1 text + reference only; stage 2 adds audio at 0.5; stage 3 adds
+# pose at 0.5 with audio at 0.5 (the design's defaults). Ordering principle: text/ref (weak)
+# >= audio >= pose (strong); text/ref stay high because a low reference ratio causes drift.
 STAGES: dict[int, Stage] = {
     1: Stage("stage1_text_ref", ref=0.9, text=0.9, audio=0.0, pose=0.0),
     2: Stage("stage2_audio", ref=0.9, text=0.9, audio=0.5, pose=0.0),
-    3: Stage("stage3_pose", ref=0.9, text=0.9, audio=0.25, pose=0.5),
+    3: Stage("stage3_pose", ref=0.9, text=0.9, audio=0.5, pose=0.5),
 }
 
 
