@@ -185,6 +185,16 @@ def test_bfloat16_checkpoint_loads_as_float32(saved_models, tmp_path):
     np.testing.assert_allclose(ours[valid], ref[valid], atol=1e-4, rtol=0)
 
 
+def test_bfloat16_weights_option(saved_models):
+    _, path = saved_models["umt5"]
+    full, mask = get_text_encoder(f"t5:{path}:max_length={L}")(SENTENCES[:2])
+    half, mask16 = get_text_encoder(f"t5:{path}:max_length={L},dtype=bfloat16")(SENTENCES[:2])
+    assert half.dtype == np.float32 and np.array_equal(mask, mask16)
+    assert np.abs(half - full).max() < 0.1 * np.abs(full).max()  # bf16 rounding, same function
+    with pytest.raises(ValueError, match="dtype="):
+        get_text_encoder(f"t5:{path}:dtype=int8")
+
+
 def test_refuses_pickle_weights(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "t5"}))
     (tmp_path / "pytorch_model.bin").write_bytes(b"not read")

@@ -103,8 +103,8 @@ def _load_file(file: str) -> dict[str, np.ndarray]:
 
 
 def read_safetensors(path: str | os.PathLike, strip_prefixes: Sequence[str] = ()) -> dict[str, np.ndarray]:
-    """Every tensor of the directory as NumPy (floats widened to float32), keys with the first
-    matching prefix in `strip_prefixes` removed."""
+    """Every tensor of the directory as NumPy in its stored dtype (bf16 via ml_dtypes; cast once,
+    to the module dtype, in `fill_module`), keys with the first matching prefix removed."""
     out: dict[str, np.ndarray] = {}
     for file in safetensors_files(path):
         for key, arr in _load_file(file).items():
@@ -112,8 +112,6 @@ def read_safetensors(path: str | os.PathLike, strip_prefixes: Sequence[str] = ()
                 if key.startswith(p):
                     key = key[len(p):]
                     break
-            if arr.dtype.kind == "f" or arr.dtype == jnp.bfloat16:
-                arr = arr.astype(np.float32)
             out[key] = arr
     return out
 
@@ -179,3 +177,24 @@ def linear_kernel(w: np.ndarray) -> np.ndarray:
 def conv1d_kernel(w: np.ndarray) -> np.ndarray:
     """torch Conv1d weight (out, in/groups, K) -> flax channels-last kernel (K, in/groups, out)."""
     return np.ascontiguousarray(np.transpose(w, (2, 1, 0)))
+
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def parse_dtype(name, *, where: str):
+    """'float32' | 'bfloat16' | 'float16' (or a jnp dtype) -> jnp dtype."""
+    if not isinstance(name, str):
+        return name
+    if name not in DTYPES:
+        raise ValueError(f"{where}: dtype={name!r}; expected one of {sorted(DTYPES)}")
+    return DTYPES[name]
+
+
+def cast_floats(module: M, dtype) -> M:
+    """`module` with every floating-point variable cast to `dtype` (e.g. a restored orbax tree)."""
+    if dtype is None or jnp.dtype(dtype) == jnp.float32:
+        return module
+    graphdef, state = nnx.split(module)
+    state = jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, state)
+    return nnx.merge(graphdef, state)

@@ -173,7 +173,7 @@ class PositionalConv(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         v = self.weight_v[...]
         norm = jnp.sqrt(jnp.sum(jnp.square(v), axis=(1, 2), keepdims=True))
-        w = v * (self.weight_g[...][:, None, None] / norm)
+        w = (v * (self.weight_g[...][:, None, None] / norm)).astype(x.dtype)
         pad = self.kernel_size // 2
         y = jax.lax.conv_general_dilated(
             x, w, window_strides=(1,), padding=((pad, pad),), dimension_numbers=("NWC", "WIO", "NWC"),
@@ -363,7 +363,7 @@ def load_wav2vec2(path: str | os.PathLike, *, dtype=jnp.float32) -> Wav2Vec2Mode
     if hf.is_omnijax_dir(path):
         from omnijax.module_io import load_module
 
-        return load_module(path, lambda d: Wav2Vec2Model(_config_from_dict(d)), kind=KIND)
+        return hf.cast_floats(load_module(path, lambda d: Wav2Vec2Model(_config_from_dict(d)), kind=KIND), dtype)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"wav2vec2 checkpoint directory {path} does not exist")
     cfg = config_from_hf_dir(path)
@@ -505,14 +505,16 @@ class Wav2Vec2AudioEncoder:
 
 
 def audio_encoder_from_spec(path: str | None, **opts) -> Wav2Vec2AudioEncoder:
-    """`wav2vec2:PATH[:layers=all|last|8-12,reduce=concat|mean,bucket_seconds=2,chunk_seconds=60]`."""
+    """`wav2vec2:PATH[:layers=all|last|8-12,reduce=concat|mean,bucket_seconds=2,chunk_seconds=60,
+    context_seconds=2,dtype=float32|bfloat16]`."""
     if not path:
         raise ValueError("wav2vec2 audio encoder needs a checkpoint directory: 'wav2vec2:PATH[:layers=...]'")
-    known = {"layers", "reduce", "bucket_seconds", "chunk_seconds", "context_seconds"}
+    known = {"layers", "reduce", "bucket_seconds", "chunk_seconds", "context_seconds", "dtype"}
     unknown = sorted(set(opts) - known)
     if unknown:
         raise ValueError(f"wav2vec2 spec: unknown options {unknown}; known: {sorted(known)}")
-    return Wav2Vec2AudioEncoder(load_wav2vec2(path), **opts)
+    dtype = hf.parse_dtype(opts.pop("dtype", "float32"), where="wav2vec2 spec")
+    return Wav2Vec2AudioEncoder(load_wav2vec2(path, dtype=dtype), **opts)
 
 
 __all__: Sequence[str] = ("Wav2Vec2Config", "Wav2Vec2Model", "Wav2Vec2AudioEncoder", "load_wav2vec2",
