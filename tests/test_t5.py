@@ -236,3 +236,24 @@ def test_config_and_weight_mismatches_are_named(saved_models, tmp_path):
         get_text_encoder(f"t5:{path}:maxlen=8")
     with pytest.raises(ValueError, match="feed_forward_proj"):
         T5Config(feed_forward_proj="double-gated-gelu")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["t5-relu", "umt5"])
+def test_published_sizes_match_transformers(variant, tmp_path):
+    """t5-small (relu, 6 x 512) and umt5-small (gated-gelu, 8 x 512, per-layer bias) layouts at
+    full size with random weights, 64 tokens with padding (buckets reach the log range)."""
+    model_cls, cfg_cls, ff = VARIANTS[variant]
+    size = dict(d_ff=2048, num_layers=6, num_heads=8) if variant == "t5-relu" else {}
+    torch.manual_seed(0)
+    hf_model = model_cls(cfg_cls(vocab_size=32128, feed_forward_proj=ff, **size)).eval()
+    hf_model.save_pretrained(tmp_path, safe_serialization=True)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 32128, (2, 64), generator=g)
+    mask = torch.ones(2, 64, dtype=torch.long)
+    mask[1, 40:] = 0
+    with torch.no_grad():
+        ref = hf_model(input_ids=ids, attention_mask=mask).last_hidden_state.numpy()
+    ours = np.asarray(load_t5(tmp_path)(jnp.asarray(ids.numpy()), jnp.asarray(mask.numpy())))
+    valid = mask.numpy().astype(bool)
+    np.testing.assert_allclose(ours[valid], ref[valid], atol=1e-4, rtol=0)

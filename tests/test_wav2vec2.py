@@ -227,3 +227,28 @@ def test_config_and_weight_mismatches_are_named(saved, tmp_path):
         load_wav2vec2(path)(jnp.zeros((1, 5)))
     with pytest.raises(ValueError, match="unknown options"):
         get_audio_encoder(f"wav2vec2:{path}:layer=all")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_published_sizes_match_transformers(variant, tmp_path):
+    """wav2vec2-base (group norm, post-norm, 12 x 768) and wav2vec2-large-lv60 layout (layer norm,
+    pre-norm, 24 x 1024) at full size with random weights, 1 s of audio, padded batch."""
+    size = {} if variant == "base" else dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                                             intermediate_size=4096)
+    torch.manual_seed(0)
+    hf_model = HFModel(HFConfig(**size, **VARIANTS[variant])).eval()
+    hf_model.save_pretrained(tmp_path, safe_serialization=True)
+    g = torch.Generator().manual_seed(0)
+    wave = torch.randn(2, 16000, generator=g)
+    mask = torch.ones(2, 16000, dtype=torch.long)
+    mask[1, 11000:] = 0
+    wave[1, 11000:] = 0
+    with torch.no_grad():
+        ref = hf_model(wave, attention_mask=mask, output_hidden_states=True)
+    ours = load_wav2vec2(tmp_path)
+    hidden, last = ours.forward(jnp.asarray(wave.numpy()), jnp.asarray(mask.numpy()))
+    frames = np.asarray(ours.frame_mask(jnp.asarray(mask.numpy()), hidden[0].shape[1]))
+    for i, (a, b) in enumerate(zip(hidden + [last], list(ref.hidden_states) + [ref.last_hidden_state])):
+        np.testing.assert_allclose(np.asarray(a)[frames], b.numpy()[frames], atol=1e-4, rtol=0,
+                                   err_msg=f"{variant}: hidden state {i}")
