@@ -249,6 +249,14 @@ OBJECTIVES = {"mmdit": MMDiTObjective, "vae": VAEObjective}
 
 
 def build(cfg):
-    if cfg.objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {sorted(OBJECTIVES)}, got {cfg.objective!r}")
-    return OBJECTIVES[cfg.objective](cfg)
+    """`cfg.objective` is a name in OBJECTIVES or "package.module:Class" (a user objective
+    with the same interface, e.g. a new model trained by this loop)."""
+    name = str(cfg.objective)
+    if ":" in name:
+        import importlib
+        module, cls = name.split(":", 1)
+        return getattr(importlib.import_module(module), cls)(cfg)
+    if name not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {sorted(OBJECTIVES)} or 'module:Class', "
+                         f"got {name!r}")
+    return OBJECTIVES[name](cfg)

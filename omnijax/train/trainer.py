@@ -12,6 +12,7 @@ with `lax.scan`, and applies AdamW + EMA only when loss and gradient norm are fi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -278,6 +279,64 @@ def host_scalars(metrics: dict, mix_names: tuple[str, ...]) -> dict[str, float]:
 
 # ============================================================================ the loop
 
+@dataclasses.dataclass
+class Setup:
+    """Everything the loop needs that does not depend on where the state comes from."""
+    mesh: Mesh
+    objective: Any
+    graphdef: nnx.GraphDef
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    abstract: TrainState          # ShapeDtypeStructs
+    shardings: TrainState         # NamedShardings
+    batch_spec: dict              # global batch ShapeDtypeStructs
+    batch_shardings: dict
+    step: Callable                # jitted (state, batch) -> (state, metrics), state donated
+    flops_per_example: float
+
+    @property
+    def target(self) -> TrainState:
+        """Abstract state with shardings: a restore target / lowering argument."""
+        return state_lib.with_shardings(self.abstract, self.shardings)
+
+    def init_state(self, seed: int) -> TrainState:
+        return state_lib.create_state(self.objective.model_fn, self.objective.trainable,
+                                      self.tx, self.shardings, seed)
+
+    def global_batch(self, local: dict) -> dict:
+        return global_batch(local, self.batch_shardings)
+
+
+def setup(cfg, objective=None, devices=None) -> Setup:
+    """Mesh (installed), objective, optimizer, abstract state + shardings, the jitted step."""
+    from omnijax.train import objectives  # model imports only when training
+    mesh = mesh_lib.make_mesh(dict(cfg.mesh.shape), devices)
+    rules = mesh_lib.rules_from_config(cfg.mesh.get("rules"))
+    objective = objective or objectives.build(cfg)
+    tx, schedule = state_lib.make_optimizer(cfg.optim)
+    # Abstract shapes are taken before the mesh is installed: with a mesh set, NNX would try
+    # to read logical names as mesh axes.
+    graphdef, _, _ = state_lib.build_abstract(objective.model_fn, objective.trainable)
+    abstract = state_lib.abstract_state(objective.model_fn, objective.trainable, tx, cfg.train.seed)
+    flops = objective.flops_per_example()
+    mesh_lib.install(mesh, rules)
+    shardings = state_lib.state_shardings(abstract, mesh, rules)
+    B = int(cfg.train.batch_size)
+    if B % (mesh_lib.data_parallel_size(mesh) * int(cfg.train.microbatches)):
+        raise ValueError(f"train.batch_size={B} must be divisible by data x fsdp "
+                         f"({mesh_lib.data_parallel_size(mesh)}) x microbatches "
+                         f"({cfg.train.microbatches})")
+    spec = objective.batch_spec(B)
+    b_shard = batch_shardings(spec, mesh)
+    step_fn = make_train_step(
+        graphdef, objective.loss, tx, schedule, ema_decay=float(cfg.optim.ema_decay),
+        compute_dtype=jnp.dtype(cfg.train.compute_dtype), microbatches=int(cfg.train.microbatches),
+        mesh=mesh)
+    return Setup(mesh=mesh, objective=objective, graphdef=graphdef, tx=tx, schedule=schedule,
+                 abstract=abstract, shardings=shardings, batch_spec=spec, batch_shardings=b_shard,
+                 step=jit_train_step(step_fn, shardings, b_shard, mesh), flops_per_example=flops)
+
+
 def train(cfg, workdir: str, objective=None) -> int:
     """Run (or resume) the job described by `cfg` in `workdir`; returns an exit status.
 
@@ -286,63 +345,40 @@ def train(cfg, workdir: str, objective=None) -> int:
     non-finite steps in a row; nothing was saved during the streak, so the latest
     checkpoint is the last good one.
     """
-    from omnijax.train import objectives  # heavy model imports only when training
     workdir = ckpt_lib.as_path(workdir)
     config_dict = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
-
-    # ---------------------------------------------------------------- mesh
-    mesh = mesh_lib.make_mesh(dict(cfg.mesh.shape))
-    rules = mesh_lib.rules_from_config(cfg.mesh.get("rules"))
-    log.info("mesh: %s", mesh_lib.describe(mesh))
-
-    # ---------------------------------------------------------------- objective + optimizer
-    objective = objective or objectives.build(cfg)
-    tx, schedule = state_lib.make_optimizer(cfg.optim)
-    graphdef, _, _ = state_lib.build_abstract(objective.model_fn, objective.trainable)
-    abstract = state_lib.abstract_state(objective.model_fn, objective.trainable, tx, cfg.train.seed)
-    flops_per_example = objective.flops_per_example()
     peak, peak_src = peak_flops_per_device(float(cfg.observe.get("peak_flops", 0.0)))
-    mesh_lib.install(mesh, rules)
-    shardings = state_lib.state_shardings(abstract, mesh, rules)
-    log.info("params: %s trainable, %s frozen", f"{state_lib.count_params(abstract.params):,}",
-             f"{state_lib.count_params(abstract.frozen):,}")
 
+    # ---------------------------------------------------------------- mesh, model, optimizer, step
+    su = setup(cfg, objective)
+    mesh, objective = su.mesh, su.objective
+    log.info("mesh: %s", mesh_lib.describe(mesh))
+    log.info("params: %s trainable, %s frozen", f"{state_lib.count_params(su.abstract.params):,}",
+             f"{state_lib.count_params(su.abstract.frozen):,}")
     B = int(cfg.train.batch_size)
-    if B % (mesh_lib.data_parallel_size(mesh) * int(cfg.train.microbatches)):
-        raise ValueError(f"train.batch_size={B} must be divisible by data x fsdp "
-                         f"({mesh_lib.data_parallel_size(mesh)}) x microbatches "
-                         f"({cfg.train.microbatches})")
-    spec = objective.batch_spec(B)
-    b_shard = batch_shardings(spec, mesh)
     data = objective.make_data(cfg, mesh)
 
     # ---------------------------------------------------------------- state: resume | init_from | fresh
     ckpt = ckpt_lib.Checkpointer(workdir / "checkpoints", max_to_keep=cfg.checkpoint.keep,
                                  save_every=cfg.checkpoint.every,
                                  async_save=cfg.checkpoint.get("async_save", True))
-    target = state_lib.with_shardings(abstract, shardings)
+    target = su.target
     latest = ckpt.latest_step()
     if latest is not None:
         state = TrainState.from_dict(ckpt.restore(latest, target.as_dict(), data))
         log.info("resumed from %s step %d", ckpt.directory, latest)
     else:
-        state = state_lib.create_state(objective.model_fn, objective.trainable, tx, shardings,
-                                       cfg.train.seed)
+        state = su.init_state(int(cfg.train.seed))
         if cfg.get("init_from"):
             sub = ckpt_lib.restore_subset(cfg.init_from, {"params": target.params, "ema": target.ema})
             state = state.replace(params=sub["params"], ema=sub["ema"])
     ckpt_lib.write_json(workdir / "config.json", config_dict)
 
     # ---------------------------------------------------------------- compile
-    step_fn = make_train_step(
-        graphdef, objective.loss, tx, schedule, ema_decay=float(cfg.optim.ema_decay),
-        compute_dtype=jnp.dtype(cfg.train.compute_dtype), microbatches=int(cfg.train.microbatches),
-        mesh=mesh)
-    jitted = jit_train_step(step_fn, shardings, b_shard, mesh)
-    abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=b_shard[k])
-                      for k, v in spec.items()}
-    compiled, info = compile_step(jitted, target, abstract_batch)
-    flops_per_step = flops_per_example * B
+    abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=su.batch_shardings[k])
+                      for k, v in su.batch_spec.items()}
+    compiled, info = compile_step(su.step, target, abstract_batch)
+    flops_per_step = su.flops_per_example * B
     log.info("MFU basis: %.3g FLOP/step (analytic), peak %.3g FLOP/s/device (%s)",
              flops_per_step, peak, peak_src)
 
@@ -360,7 +396,7 @@ def train(cfg, workdir: str, objective=None) -> int:
     with StopSignal() as stop:
         step = start
         while step < total:
-            batch = global_batch(next(data), b_shard)
+            batch = su.global_batch(next(data))
             state, metrics = compiled(state, batch)
             step += 1
             bar.update(1)
