@@ -170,22 +170,28 @@ def load_wan_vae(path: str | os.PathLike, *, dtype=jnp.float32):
     abstract = nnx.eval_shape(lambda: CausalVAE(config))
     graphdef, params, rest = nnx.split(abstract, nnx.Param, ...)
     flat = nnx.to_flat_state(params)
-    used, missing, values = set(), [], []
+    used, missing, misfit, values = set(), [], [], []
     for path_, var in flat:
         key = _torch_key(path_)
         if key not in tensors:
             missing.append(key)
-            values.append((path_, None))
+            values.append(None)
             continue
         used.add(key)
-        values.append((path_, _to_ours(f"{directory}: {key}", np.asarray(tensors[key]), var.value.shape)))
+        try:
+            values.append(_to_ours(key, np.asarray(tensors[key]), var.value.shape))
+        except ConversionError as e:
+            misfit.append(str(e))
+            values.append(None)
     unexpected = sorted(set(tensors) - used)
-    if missing or unexpected:
+    if missing or unexpected or misfit:
+        def show(items):
+            return f"{items[:6]}{' ...' if len(items) > 6 else ''} ({len(items)})"
         raise ConversionError(
-            f"{directory}: weights do not match the config in config.json: "
-            f"missing {missing[:8]}{' ...' if len(missing) > 8 else ''} ({len(missing)}), "
-            f"unexpected {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''} ({len(unexpected)})")
-    for (path_, var), (_, value) in zip(flat, values):
+            f"{directory}: the weights do not match the architecture in config.json "
+            f"({config}): missing {show(missing)}, unexpected {show(unexpected)}, "
+            f"wrong shape {show(misfit)}")
+    for (_, var), value in zip(flat, values):
         var.value = jnp.asarray(value, dtype)
     params = nnx.from_flat_state(flat)
     return nnx.merge(graphdef, params, rest)
