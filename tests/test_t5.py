@@ -195,6 +195,17 @@ def test_bfloat16_weights_option(saved_models):
         get_text_encoder(f"t5:{path}:dtype=int8")
 
 
+def test_sharded_checkpoint_in_diffusers_layout(saved_models, tmp_path):
+    """Wan-style pipelines: `text_encoder/` (sharded safetensors + index) beside `tokenizer/`."""
+    hf_model, path = saved_models["umt5"]
+    hf_model.save_pretrained(tmp_path / "text_encoder", safe_serialization=True, max_shard_size="20KB")
+    assert os.path.isfile(tmp_path / "text_encoder" / "model.safetensors.index.json")
+    shutil.copytree(path, tmp_path / "tokenizer", ignore=shutil.ignore_patterns("*.safetensors", "config.json"))
+    a, mask = get_text_encoder(f"t5:{tmp_path / 'text_encoder'}:max_length={L}")(SENTENCES[:2])
+    b, _ = get_text_encoder(f"t5:{path}:max_length={L}")(SENTENCES[:2])
+    np.testing.assert_array_equal(a, b)
+
+
 def test_refuses_pickle_weights(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "t5"}))
     (tmp_path / "pytorch_model.bin").write_bytes(b"not read")
@@ -230,7 +241,7 @@ def test_config_and_weight_mismatches_are_named(saved_models, tmp_path):
     no_tok = variant_dir("no_tok")
     for f in ("tokenizer.json", "tokenizer_config.json"):
         os.remove(no_tok / f)
-    with pytest.raises(FileNotFoundError, match="no tokenizer.json or spiece.model"):
+    with pytest.raises(FileNotFoundError, match="no tokenizer.json or spiece.model here"):
         get_text_encoder(f"t5:{no_tok}")
     with pytest.raises(ValueError, match="unknown options"):
         get_text_encoder(f"t5:{path}:maxlen=8")

@@ -245,11 +245,11 @@ def convert_to_orbax(src: str | os.PathLike, dst: str | os.PathLike, *, overwrit
     """HF T5 / umT5 directory -> omnijax orbax directory, tokenizer files copied alongside."""
     from omnijax.module_io import save_module
 
-    T5Tokenizer(src)  # fail before writing anything if the tokenizer is missing
+    tokenizer = T5Tokenizer(src)  # fail before writing anything if the tokenizer is missing
     model = load_t5(src)
     out = os.fspath(save_module(dst, model, model.config, kind=KIND, overwrite=overwrite))
     for name in TOKENIZER_FILES:
-        f = os.path.join(os.fspath(src), name)
+        f = os.path.join(tokenizer.path, name)
         if os.path.isfile(f):
             shutil.copy(f, os.path.join(out, name))
     return out
@@ -299,19 +299,22 @@ class T5TextEncoder:
 
 
 def text_encoder_from_spec(path: str | None, **opts) -> T5TextEncoder:
-    """`t5:PATH[:max_length=128,batch_size=16,dtype=float32|bfloat16]` (HF or converted orbax directory).
+    """`t5:PATH[:max_length=128,batch_size=16,dtype=float32|bfloat16,tokenizer=DIR]`.
 
+    PATH: an HF directory or a converted orbax directory. The tokenizer is looked for in PATH,
+    PATH/tokenizer and ../tokenizer (diffusers layout: `t5:WAN/text_encoder` finds `WAN/tokenizer`).
     `dtype=bfloat16` halves the memory of big encoders (umT5-XXL: 5.7 B parameters); the
     states are returned as float32 either way.
     """
     if not path:
         raise ValueError("t5 text encoder needs a checkpoint directory: 't5:PATH[:max_length=...]'")
-    known = {"max_length", "batch_size", "dtype"}
+    known = {"max_length", "batch_size", "dtype", "tokenizer"}
     unknown = sorted(set(opts) - known)
     if unknown:
         raise ValueError(f"t5 spec: unknown options {unknown}; known: {sorted(known)}")
     dtype = hf.parse_dtype(opts.pop("dtype", "float32"), where="t5 spec")
-    return T5TextEncoder(load_t5(path, dtype=dtype), T5Tokenizer(path), **opts)
+    tokenizer = T5Tokenizer(opts.pop("tokenizer", path))
+    return T5TextEncoder(load_t5(path, dtype=dtype), tokenizer, **opts)
 
 
 __all__: Sequence[str] = ("T5Config", "T5Encoder", "T5TextEncoder", "load_t5", "convert_to_orbax",

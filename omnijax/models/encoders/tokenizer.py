@@ -34,9 +34,19 @@ def _special(path: str, key: str, default: str) -> str:
     return default
 
 
+def find_tokenizer_dir(path: str | os.PathLike) -> str | None:
+    """The directory holding the tokenizer for a model at `path`: `path` itself, `path/tokenizer`,
+    or a sibling `tokenizer/` (diffusers pipelines keep `text_encoder/` and `tokenizer/` side by side)."""
+    path = os.path.abspath(os.fspath(path))
+    for d in (path, os.path.join(path, "tokenizer"), os.path.join(os.path.dirname(path), "tokenizer")):
+        if any(os.path.isfile(os.path.join(d, f)) for f in ("tokenizer.json", "spiece.model")):
+            return d
+    return None
+
+
 class T5Tokenizer:
     def __init__(self, path: str | os.PathLike):
-        path = os.fspath(path)
+        path = find_tokenizer_dir(path) or os.fspath(path)
         self.path = path
         tok_json, spm = os.path.join(path, "tokenizer.json"), os.path.join(path, "spiece.model")
         pad, eos = _special(path, "pad_token", "<pad>"), _special(path, "eos_token", "</s>")
@@ -59,8 +69,9 @@ class T5Tokenizer:
             self.eos_id = self._sp.piece_to_id(eos)
             self.vocab_size = self._sp.get_piece_size()
         else:
-            raise FileNotFoundError(f"{path}: no tokenizer.json or spiece.model next to the T5 weights; copy the "
-                                    "tokenizer files of the checkpoint into this directory")
+            raise FileNotFoundError(f"{path}: no tokenizer.json or spiece.model here, in {path}/tokenizer or in a "
+                                    "sibling tokenizer/ directory; copy the checkpoint's tokenizer files next to "
+                                    "the weights or pass tokenizer=DIR")
         if self.pad_id is None or self.eos_id is None:
             raise ValueError(f"{path}: tokenizer has no id for pad {pad!r} or eos {eos!r}")
 
