@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import glob
 import json
 import logging
@@ -152,6 +153,16 @@ def transform_keypoints(kp: np.ndarray, height: int, width: int, out_h: int, out
 
 # ----------------------------------------------------------------------------- encoders
 
+@functools.partial(jax.jit, static_argnums=0)
+def _encode_normalized(graphdef, state, video):
+    """(B, T, H, W, 3) float [-1, 1] -> normalised latents. Module level, keyed on the
+    graphdef, so a re-run in the same process reuses the compiled program."""
+    from flax import nnx
+
+    vae = nnx.merge(graphdef, state)
+    return vae.normalize(vae.encode(video))
+
+
 def build_vae(preset: str, seed: int):
     """A VAE preset with seeded random weights, initialised on the host.
 
@@ -190,14 +201,7 @@ class FeatureEncoders:
         self.audio = get_audio_encoder(cfg.audio_encoder)
         self.text = get_text_encoder(cfg.text_encoder)
         self.batch_size = cfg.batch_size
-        graphdef, state = nnx.split(self.vae)
-
-        @jax.jit
-        def encode(state, video):  # (B, T, H, W, 3) float [-1, 1] -> normalised latents
-            vae = nnx.merge(graphdef, state)
-            return vae.normalize(vae.encode(video))
-
-        self._state, self._encode = state, encode
+        self._graphdef, self._state = nnx.split(self.vae)
 
     def latents(self, videos: np.ndarray) -> np.ndarray:
         """`(N, T, H, W, 3)` uint8 -> normalised latents `(N, F, h, w, z)` in fixed-size batches."""
@@ -209,7 +213,7 @@ class FeatureEncoders:
             if pad:  # one compiled shape per bucket: pad the last batch with copies
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
             self.vae.check_video(chunk)
-            out.append(np.asarray(self._encode(self._state, chunk))[: b - pad])
+            out.append(np.asarray(_encode_normalized(self._graphdef, self._state, chunk))[: b - pad])
         return np.concatenate(out).astype(np.float32)
 
 
