@@ -76,7 +76,7 @@ def fake_cache(out: str, buckets: dict[str, int], shards_per_bucket: int = 2,
         for s, chunk in enumerate(np.array_split(np.asarray(ids[name]), shards_per_bucket)):
             rel = os.path.join(name, f"shard-{s:05d}.array_record")
             write_records(os.path.join(out, rel), [
-                schema.encode(fake_example(int(i), T, h, w, audio_ok=(int(i) % 100) < 100 * audio_ok_fraction))
+                schema.encode(fake_example(int(i), T, h, w, audio_ok=(int(i) % 10) < 10 * audio_ok_fraction))
                 for i in chunk])
             shards.append(rel)
         manifest["buckets"][name] = {"frames": T, "height": h, "width": w, "records": n, "shards": shards}

@@ -156,6 +156,10 @@ def make_iterator(cfg: PipelineConfig):
     ds = make_dataset(cfg).to_iter_dataset(
         grain.ReadOptions(num_threads=cfg.read_threads, prefetch_buffer_size=2 * cfg.batch_size))
     if cfg.worker_count > 0:
+        from absl import flags
+
+        if not flags.FLAGS.is_parsed():  # grain workers read absl flags; a library caller may have none
+            flags.FLAGS.mark_as_parsed()
         ds = ds.mp_prefetch(grain.MultiprocessingOptions(
             num_workers=cfg.worker_count, per_worker_buffer_size=cfg.worker_buffer_size))
     return iter(ds)
