@@ -252,3 +252,13 @@ def test_published_sizes_match_transformers(variant, tmp_path):
     for i, (a, b) in enumerate(zip(hidden + [last], list(ref.hidden_states) + [ref.last_hidden_state])):
         np.testing.assert_allclose(np.asarray(a)[frames], b.numpy()[frames], atol=1e-4, rtol=0,
                                    err_msg=f"{variant}: hidden state {i}")
+
+
+def test_preprocessor_config_is_read(base_dir, tmp_path):
+    from omnijax.models.encoders.wav2vec2 import config_from_hf_dir
+
+    assert config_from_hf_dir(base_dir).do_normalize  # no preprocessor_config.json: HF default
+    d = _copy_dir(base_dir, tmp_path / "pre")
+    (d / "preprocessor_config.json").write_text(json.dumps({"do_normalize": False, "sampling_rate": 16000}))
+    cfg = config_from_hf_dir(d)
+    assert not cfg.do_normalize and cfg.frame_rate == 200.0 and cfg.num_frames(6400) == 80
