@@ -93,9 +93,10 @@ def relative_position_buckets(query_len: int, key_len: int, num_buckets: int, ma
     buckets = (rel > 0).astype(np.int64) * half
     dist = np.abs(rel)
     max_exact = half // 2
-    with np.errstate(divide="ignore"):
-        log_ratio = np.log(np.maximum(dist, 1).astype(np.float32) / np.float32(max_exact)) / np.float32(math.log(max_distance / max_exact))
-        large = max_exact + (log_ratio * np.float32(half - max_exact)).astype(np.int64)
+    # distance 0 would give log(0); those entries take the exact branch below anyway.
+    ratio = np.maximum(dist, 1).astype(np.float32) / np.float32(max_exact)
+    log_ratio = np.log(ratio) / np.float32(math.log(max_distance / max_exact))
+    large = max_exact + (log_ratio * np.float32(half - max_exact)).astype(np.int64)
     large = np.minimum(large, half - 1)
     return (buckets + np.where(dist < max_exact, dist, large)).astype(np.int32)
 
