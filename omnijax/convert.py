@@ -221,7 +221,7 @@ def _encoder(module: str):
         import importlib
 
         convert_to_orbax = importlib.import_module(module).convert_to_orbax
-        out = convert_to_orbax(args.src, args.dst)
+        out = convert_to_orbax(args.src, args.dst, overwrite=args.overwrite)
         print(f"wrote {out if out is not None else args.dst}")
         return 0
     return handler
@@ -241,11 +241,12 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=f"{what} directory (config.json + model.safetensors)")
         p.add_argument("src")
         p.add_argument("dst")
+        p.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
         p.set_defaults(run=_encoder(module))
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (ConversionError, FileNotFoundError, FileExistsError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError) as e:  # ConversionError is a ValueError
         print(f"omnijax convert {args.what}: {e}", file=sys.stderr)
         return 1
 

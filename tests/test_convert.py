@@ -170,3 +170,12 @@ def test_cli_lists_every_converter(capsys):
     out = capsys.readouterr().out
     for name in ("wan-vae", "wav2vec2", "t5"):
         assert name in out
+
+
+@pytest.mark.parametrize("what", ["wav2vec2", "t5"])
+def test_cli_dispatches_encoder_converters(what, tmp_path, capsys):
+    # a missing source reaches the encoder's own converter, whose error names it
+    missing = tmp_path / f"no_{what}_here"
+    assert convert.main([what, str(missing), str(tmp_path / "out")]) == 1
+    assert str(missing) in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "out")
