@@ -17,25 +17,39 @@ from omnijax.models.mmdit import MMDiT, MMDiTConfig, random_mmdit
 B, F, H, W, C = 2, 3, 4, 4, 16
 T = 1 + 4 * (F - 1)
 CFG = MMDiTConfig.tiny()
+STEPS, LR = 60, 3e-3  # one-batch overfit (falls >100x by step 50 here)
 
 
 def _inputs(seed=0, b=B, f=F, motion=2, text_len=6):
-    ks = jax.random.split(jax.random.key(seed), 8)
+    """Random condition inputs as NumPy arrays (eager jax.random would compile per shape)."""
+    rng = np.random.default_rng(seed)
     t = 1 + 4 * (f - 1)
+    normal = lambda *shape: rng.normal(size=shape).astype(np.float32)  # noqa: E731
     return dict(
-        x=jax.random.normal(ks[0], (b, f, H, W, C)),
-        t=jnp.linspace(0.2, 0.8, b),
-        ref=jax.random.normal(ks[1], (b, 1, H, W, C)),
-        motion=jax.random.normal(ks[2], (b, motion, H, W, C)),
-        audio=jax.random.normal(ks[3], (b, t, CFG.audio_dim)),
-        pose=jax.random.uniform(ks[4], (b, t, 4 * H, 4 * W, CFG.pose_channels)),
-        text=jax.random.normal(ks[5], (b, text_len, CFG.text_dim)),
-        text_mask=jnp.arange(text_len)[None].repeat(b, 0) < jnp.array([[text_len], [3]])[:b],
+        x=normal(b, f, H, W, C),
+        t=np.linspace(0.2, 0.8, b).astype(np.float32),
+        ref=normal(b, 1, H, W, C),
+        motion=normal(b, motion, H, W, C),
+        audio=normal(b, t, CFG.audio_dim),
+        pose=rng.uniform(size=(b, t, 4 * H, 4 * W, CFG.pose_channels)).astype(np.float32),
+        text=normal(b, text_len, CFG.text_dim),
+        text_mask=np.arange(text_len)[None].repeat(b, 0) < np.array([[text_len], [3]])[:b],
     )
 
 
-@nnx.jit
+def _max_diff(a, b) -> float:
+    return float(np.abs(np.asarray(a) - np.asarray(b)).max())
+
+
 def _forward(model, inputs, keep):
+    """Jitted forward; keep always carries all four conditions so calls share one compile."""
+    b = inputs["x"].shape[0]
+    keep = {c: np.asarray(keep.get(c, np.ones(b, bool))) for c in ("ref", "audio", "pose", "text")}
+    return _forward_jit(model, inputs, keep)
+
+
+@nnx.jit
+def _forward_jit(model, inputs, keep):
     inputs = dict(inputs)
     return model(inputs.pop("x"), inputs.pop("t"), keep=keep, **inputs)
 
@@ -52,46 +66,35 @@ def test_shapes_for_every_condition_combination(model):
         kw = {n: full[n] for n, p in zip(names, present) if p}
         if "text" in kw:
             kw["text_mask"] = full["text_mask"]
-        keep = {"ref": jnp.array([True, False]), "audio": jnp.array([False, True])}
+        keep = {"ref": np.array([True, False]), "audio": np.array([False, True])}
         out = nnx.eval_shape(lambda m: m(full["x"], full["t"], keep=keep, **kw), model)
         assert out.shape == (B, F, H, W, C) and out.dtype == jnp.float32, present
-
-
-def test_fresh_model_outputs_zeros_adaln_zero():
-    cfg = MMDiTConfig.tiny(depth=1)
-    inp = _inputs(f=2, motion=1)
-
-    @jax.jit
-    def fresh(inp):
-        m = MMDiT(cfg, rngs=nnx.Rngs(0))
-        inp = dict(inp)
-        return m(inp.pop("x"), inp.pop("t"), **inp)
-
-    np.testing.assert_array_equal(fresh(inp), 0.0)
 
 
 def test_dropped_condition_equals_absent_condition(model):
     """keep[c] = False for a sample gives exactly what that sample gets with c = None."""
     full = _inputs(seed=1)
     for cond in ("ref", "audio", "pose", "text"):
-        keep = {cond: jnp.array([True, False])}
+        keep = {cond: np.array([True, False])}
         dropped = _forward(model, full, keep)
         absent_inp = {k: v for k, v in full.items() if k != cond and not (cond == "text" and k == "text_mask")}
         absent = _forward(model, absent_inp, {})
         np.testing.assert_allclose(dropped[1], absent[1], atol=2e-5, err_msg=cond)
         # and the condition did matter for the kept sample
-        assert float(jnp.abs(dropped[0] - absent[0]).max()) > 1e-3, cond
+        assert _max_diff(dropped[0], absent[0]) > 1e-3, cond
 
 
 def test_pose_and_text_change_the_output_padding_does_not(model):
     full = _inputs(seed=2)
     base = _forward(model, full, {})
-    moved_pose = dict(full, pose=jnp.roll(full["pose"], 3, axis=3))
-    assert float(jnp.abs(_forward(model, moved_pose, {}) - base).max()) > 1e-3
+    moved_pose = dict(full, pose=np.roll(full["pose"], 3, axis=3))
+    assert _max_diff(_forward(model, moved_pose, {}), base) > 1e-3
     other_text = dict(full, text=full["text"] * -1.0)
-    assert float(jnp.abs(_forward(model, other_text, {}) - base).max()) > 1e-3
+    assert _max_diff(_forward(model, other_text, {}), base) > 1e-3
     # sample 1's text is padded after 3 tokens: values there are invisible
-    padded = dict(full, text=full["text"].at[1, 3:].set(7.0))
+    text = full["text"].copy()
+    text[1, 3:] = 7.0
+    padded = dict(full, text=text)
     np.testing.assert_allclose(_forward(model, padded, {}), base, atol=1e-6)
 
 
@@ -99,8 +102,7 @@ def _one_layer(**kw):
     return random_mmdit(MMDiTConfig.tiny(depth=1, **kw), seed=3)
 
 
-@pytest.mark.parametrize("window", [0, 1])
-def test_audio_locality(window):
+def test_audio_locality(window=1):
     """Latent frame f sees only the audio of video frames inside its window."""
     f = 5
     model = _one_layer(audio_window=window)
@@ -112,12 +114,15 @@ def test_audio_locality(window):
     window_frames = sorted(sum((frames_of(g) for g in range(target - window, target + window + 1)
                                 if 0 <= g < f), []))
     outside = [i for i in range(1 + 4 * (f - 1)) if i not in window_frames]
-    changed = dict(inp, audio=inp["audio"].at[:, np.array(outside)].add(5.0))
-    out = _forward(model, changed, {})
+    changed = inp["audio"].copy()
+    changed[:, outside] += 5.0
+    out = np.asarray(_forward(model, dict(inp, audio=changed), {}))
+    base = np.asarray(base)
     np.testing.assert_allclose(out[:, target], base[:, target], atol=1e-6)
-    assert float(jnp.abs(out - base).max()) > 1e-3  # the change does reach other frames
-    inside = dict(inp, audio=inp["audio"].at[:, np.array(window_frames)].add(5.0))
-    assert float(jnp.abs(_forward(model, inside, {})[:, target] - base[:, target]).max()) > 1e-3
+    assert _max_diff(out, base) > 1e-3  # the change does reach other frames
+    inside = inp["audio"].copy()
+    inside[:, window_frames] += 5.0
+    assert _max_diff(np.asarray(_forward(model, dict(inp, audio=inside), {}))[:, target], base[:, target]) > 1e-3
 
 
 def test_scanned_equals_unrolled(model):
@@ -142,7 +147,8 @@ def test_bf16_forward_close_to_float32(model):
     bf16 = nnx.merge(bgraph, state)
     got = _forward(bf16, inp, {})
     assert got.dtype == jnp.float32
-    rel = float(jnp.linalg.norm(got - want) / jnp.linalg.norm(want))
+    got, want = np.asarray(got), np.asarray(want)
+    rel = float(np.linalg.norm(got - want) / np.linalg.norm(want))
     assert rel < 0.05, rel
     assert rel > 0  # it really ran in bf16
 
@@ -156,7 +162,7 @@ def test_bad_inputs_say_what_was_expected(model):
     with pytest.raises(ValueError, match="pose must be"):
         model(inp["x"], inp["t"], pose=inp["pose"][:, :, :8])
     with pytest.raises(ValueError, match="unknown condition"):
-        model(inp["x"], inp["t"], keep={"video": jnp.ones(B, bool)})
+        model(inp["x"], inp["t"], keep={"video": np.ones(B, bool)})
     with pytest.raises(ValueError, match="ref must hold exactly one"):
         model(inp["x"], inp["t"], ref=inp["motion"])
     with pytest.raises(ValueError, match="not divisible by heads"):
@@ -165,16 +171,17 @@ def test_bad_inputs_say_what_was_expected(model):
 
 def test_tiny_model_overfits_one_batch():
     """Flow-matching loss on one fixed batch (fixed noise and t: a fixed regression target)
-    falls at least 10x. All conditions present, remat on, so the whole graph gets gradients."""
+    falls at least 10x. All conditions present, remat on, so the whole graph gets gradients.
+    Starts from the real init: adaLN-zero makes the first prediction exactly zero."""
     cfg = MMDiTConfig.tiny(depth=1, width=64, heads=2, ffn=128, remat="dots_saveable")
     model = MMDiT(cfg, rngs=nnx.Rngs(0))
     inp = _inputs(seed=7, f=2, motion=1)
     x0 = inp.pop("x")
-    eps = jax.random.normal(jax.random.key(8), x0.shape)
-    t = jnp.array([0.3, 0.7])
+    eps = np.random.default_rng(8).normal(size=x0.shape).astype(np.float32)
+    t = np.array([0.3, 0.7], np.float32)
     x_t, target = flow.interpolate(x0, eps, t), flow.velocity_target(x0, eps)
     inp.pop("t")
-    optimizer = nnx.Optimizer(model, optax.adam(3e-3), wrt=nnx.Param)
+    optimizer = nnx.Optimizer(model, optax.adam(LR), wrt=nnx.Param)
 
     @nnx.jit
     def step(model, optimizer):
@@ -185,5 +192,6 @@ def test_tiny_model_overfits_one_batch():
         optimizer.update(model, grads)
         return loss
 
-    losses = [float(step(model, optimizer)) for _ in range(300)]
+    losses = [float(step(model, optimizer)) for _ in range(STEPS)]
+    np.testing.assert_allclose(losses[0], float(np.mean(np.square(np.asarray(target)))), rtol=1e-5)
     assert losses[-1] < losses[0] / 10, (losses[0], losses[-1])
