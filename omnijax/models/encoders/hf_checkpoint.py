@@ -127,7 +127,7 @@ def fill_module(build: Callable[[], M], weights: Mapping[tuple, Callable[[], np.
     abstract = nnx.eval_shape(build)
     graphdef, state = nnx.split(abstract)
     flat = nnx.to_flat_state(state)
-    missing, bad_shape, values = [], [], {}
+    missing, bad_shape = [], []
     for path, var in flat:
         want = var.get_value().shape
         if path not in weights:
@@ -141,7 +141,8 @@ def fill_module(build: Callable[[], M], weights: Mapping[tuple, Callable[[], np.
         if tuple(arr.shape) != tuple(want):
             bad_shape.append(f"{'.'.join(map(str, path))}: checkpoint {tuple(arr.shape)} vs config {tuple(want)}")
             continue
-        values[path] = arr
+        # Converted one at a time: peak host memory is the checkpoint plus the module, no third copy.
+        var.set_value(jnp.asarray(arr, dtype))
     if missing or bad_shape:
         lines = []
         if missing:
@@ -150,8 +151,6 @@ def fill_module(build: Callable[[], M], weights: Mapping[tuple, Callable[[], np.
         if bad_shape:
             lines.append("shape mismatches: " + "; ".join(bad_shape[:8]))
         raise ValueError(f"{source}: checkpoint does not match its config.json: " + " | ".join(lines))
-    for path, var in flat:
-        var.set_value(jnp.asarray(values[path], dtype))
     return nnx.merge(graphdef, nnx.from_flat_state(flat))
 
 

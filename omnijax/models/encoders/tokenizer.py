@@ -46,6 +46,8 @@ def find_tokenizer_dir(path: str | os.PathLike) -> str | None:
 
 class T5Tokenizer:
     def __init__(self, path: str | os.PathLike):
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"tokenizer directory {os.fspath(path)} does not exist")
         path = find_tokenizer_dir(path) or os.fspath(path)
         self.path = path
         tok_json, spm = os.path.join(path, "tokenizer.json"), os.path.join(path, "spiece.model")
