@@ -1,0 +1,57 @@
+"""Mesh from config: -1 fill, errors, logical rules -> shardings, batch rows per process."""
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+from jax.sharding import PartitionSpec as P
+
+import train_toy
+from omnijax.train import data as data_lib
+from omnijax.train import mesh as mesh_lib
+
+
+def test_mesh_shape_fill_and_errors():
+    assert mesh_lib.mesh_shape({"fsdp": -1}, 8) == (1, 8, 1, 1)
+    assert mesh_lib.mesh_shape({"data": 2, "fsdp": -1, "tensor": 2}, 8) == (2, 2, 1, 2)
+    with pytest.raises(ValueError, match="at most one"):
+        mesh_lib.mesh_shape({"data": -1, "fsdp": -1}, 8)
+    with pytest.raises(ValueError, match="cannot be split"):
+        mesh_lib.mesh_shape({"fsdp": -1, "tensor": 3}, 8)
+    with pytest.raises(ValueError, match="needs 4 devices"):
+        mesh_lib.mesh_shape({"fsdp": 4}, 8)
+    with pytest.raises(ValueError, match="unknown mesh axes"):
+        mesh_lib.mesh_shape({"model": 2}, 8)
+
+
+def test_mesh_axes_are_auto_and_ordered():
+    mesh = mesh_lib.make_mesh({"fsdp": 4, "tensor": 2})
+    assert mesh.axis_names == ("data", "fsdp", "context", "tensor")
+    assert all(t == jax.sharding.AxisType.Auto for t in mesh.axis_types)
+    assert mesh_lib.data_parallel_size(mesh) == 4
+
+
+def _abstract_toy():
+    with nnx.use_eager_sharding(False):
+        return nnx.state(nnx.eval_shape(lambda: train_toy.ToyNet(nnx.Rngs(0))))
+
+
+def test_layout_change_is_a_rules_change():
+    mesh = mesh_lib.make_mesh({"fsdp": 4, "tensor": 2})
+    state = _abstract_toy()
+    default = mesh_lib.state_shardings(state, mesh, mesh_lib.rules_from_config(None))
+    assert default["up"]["kernel"].get_raw_value().spec == P("fsdp", "tensor")
+    assert default["up"]["bias"].get_raw_value().spec == P("tensor")
+    # pure FSDP over all 8 devices (no tensor parallelism): change the rules only
+    rules = mesh_lib.rules_from_config({"embed": ["fsdp", "tensor"], "mlp": None})
+    fsdp = mesh_lib.state_shardings(state, mesh, rules)
+    assert fsdp["up"]["kernel"].get_raw_value().spec == P(("fsdp", "tensor"), None)
+    with pytest.raises(ValueError, match="not a mesh axis"):
+        mesh_lib.rules_from_config({"embed": "model"})
+
+
+def test_batch_rows_cover_the_batch():
+    mesh = mesh_lib.make_mesh({"fsdp": 4, "tensor": 2})
+    sh = mesh_lib.batch_sharding(mesh, 3)
+    assert sh.spec == P(("data", "fsdp"), None, None)
+    assert data_lib.local_rows(mesh_lib.batch_sharding(mesh, 1), 8) == (0, 8)   # one process
