@@ -118,6 +118,8 @@ def test_last_hidden_state_matches_transformers_on_padded_batch(saved_models, va
     ours = np.asarray(load_t5(path)(jnp.asarray(ids.numpy()), jnp.asarray(mask.numpy())))
     valid = mask.numpy().astype(bool)  # padded query rows are not defined by transformers
     np.testing.assert_allclose(ours[valid], ref[valid], atol=1e-4, rtol=0)
+    if variant != "umt5":  # the mask-free path once is enough (each path is one more compile)
+        return
     # without a mask, every position counts
     with torch.no_grad():
         ref = hf_model(input_ids=ids).last_hidden_state.numpy()
