@@ -180,6 +180,25 @@ def test_rerun_skips_finished_shards_and_redoes_missing_ones(data):
         preprocess.run(data["clips"], out, preprocess.PreprocessConfig(buckets=("17x32x32",), vae=cfg.vae))
 
 
+def test_parallel_workers_split_the_shards(data, tmp_path):
+    clips = tmp_path / "in"
+    clips.mkdir()
+    for name in ("a0", "a1"):
+        for ext in (".mp4", kpt.SIDECAR_SUFFIX, ".txt"):
+            shutil.copy(os.path.join(data["clips"], name + ext), clips / (name + ext))
+    cfg = preprocess.PreprocessConfig(buckets=BUCKETS, clips_per_shard=1, batch_size=4, vae=data["cfg"].vae)
+    first = preprocess.run(str(clips), str(tmp_path / "out"), cfg, progress=False, worker_index=1, num_workers=2)
+    assert first["pending_shards"] == [0] and not (tmp_path / "out" / "manifest.json").exists()
+    last = preprocess.run(str(clips), str(tmp_path / "out"), cfg, progress=False, worker_index=0, num_workers=2)
+    assert last["records"] == 10 and last["buckets"]["t9_h32_w32"]["shards"] == [
+        "t9_h32_w32/shard-00000.array_record", "t9_h32_w32/shard-00001.array_record"]
+    # the same windows as the single-worker run
+    one = _clip_records(data, "a1.mp4", "t9_h32_w32")
+    two = _records(str(tmp_path / "out"), "t9_h32_w32")[5:]
+    for a, b in zip(one, two):
+        np.testing.assert_array_equal(a["latents"], b["latents"])
+
+
 def test_geometry_helpers():
     assert preprocess.crop_box(64, 96, 32, 32) == (0, 16, 64, 64)
     assert preprocess.crop_box(64, 64, 32, 48) == (10, 0, 43, 64)

@@ -299,8 +299,15 @@ def write_records(path: str, records: Iterable[bytes]) -> int:
     return count
 
 
-def run(clips_root: str, out: str, cfg: PreprocessConfig, progress: bool = True) -> dict:
-    """Preprocess every clip under `clips_root` into `out`; -> the manifest (also written)."""
+def run(clips_root: str, out: str, cfg: PreprocessConfig, progress: bool = True, *,
+        worker_index: int = 0, num_workers: int = 1) -> dict:
+    """Preprocess every clip under `clips_root` into `out`; -> the manifest (also written).
+
+    With `num_workers` > 1, this call does shards k with k % num_workers == worker_index
+    (run one per host or process on shared storage); whichever worker finds every shard
+    done writes the manifest, the others return {"pending_shards": [...]}."""
+    if not 0 <= worker_index < num_workers:
+        raise ValueError(f"worker_index {worker_index} must be in [0, num_workers={num_workers})")
     cfg.bucket_shapes()  # validate early
     os.makedirs(os.path.join(out, "_done"), exist_ok=True)
     cfg_path = os.path.join(out, "preprocess_config.json")
@@ -313,8 +320,10 @@ def run(clips_root: str, out: str, cfg: PreprocessConfig, progress: bool = True)
             raise ValueError(f"{out} was preprocessed with a different config ({cfg_path}); "
                              "use a new output directory")
     else:
-        with open(cfg_path, "w") as f:
+        tmp = f"{cfg_path}.{worker_index}.tmp"
+        with open(tmp, "w") as f:
             json.dump(cfg_blob, f, indent=1)
+        os.replace(tmp, cfg_path)
     clips = find_clips(clips_root)
     if not clips:
         raise FileNotFoundError(f"{clips_root}: no video files ({', '.join(media.VIDEO_SUFFIXES)})")
@@ -322,7 +331,9 @@ def run(clips_root: str, out: str, cfg: PreprocessConfig, progress: bool = True)
     enc = None
     bar = tqdm(total=len(clips), desc="preprocess", unit="clip", disable=not progress)
     resumed = 0
-    for k in range(n_shards):
+    mine = [k for k in range(n_shards) if k % num_workers == worker_index]
+    bar.total = sum(len(clips[k * cfg.clips_per_shard:(k + 1) * cfg.clips_per_shard]) for k in mine)
+    for k in mine:
         members = clips[k * cfg.clips_per_shard:(k + 1) * cfg.clips_per_shard]
         done = os.path.join(out, "_done", _shard_name(k) + ".json")
         if os.path.exists(done):
@@ -353,6 +364,9 @@ def run(clips_root: str, out: str, cfg: PreprocessConfig, progress: bool = True)
                        "skipped": skipped}, f, indent=1)
         os.replace(tmp, done)
     bar.close()
+    pending = [k for k in range(n_shards) if not os.path.exists(os.path.join(out, "_done", _shard_name(k) + ".json"))]
+    if pending:
+        return {"pending_shards": pending, "resumed_shards": resumed}
     manifest = build_manifest(out, cfg, n_shards)
     manifest["resumed_shards"] = resumed
     return manifest
@@ -388,7 +402,7 @@ def build_manifest(out: str, cfg: PreprocessConfig, n_shards: int) -> dict:
         "skipped": skipped,
         "clip_info": infos,
     }
-    tmp = os.path.join(out, "manifest.json.tmp")
+    tmp = os.path.join(out, f"manifest.json.{os.getpid()}.tmp")  # parallel workers may race here
     with open(tmp, "w") as f:
         json.dump(manifest, f, indent=1)
     os.replace(tmp, os.path.join(out, "manifest.json"))
@@ -429,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sync-min-score", type=float, default=0.7)
     p.add_argument("--clips-per-shard", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--worker-index", type=int, default=0, help="this worker's index (parallel preprocess)")
+    p.add_argument("--num-workers", type=int, default=1, help="workers sharing the shards (one per host)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     cfg = PreprocessConfig(buckets=tuple(a.buckets or ("17x64x64",)), fps=a.fps, stride=a.stride,
@@ -436,7 +452,11 @@ def main(argv: list[str] | None = None) -> int:
                            pose_scale=a.pose_scale, pose_min_visible=a.pose_min_visible,
                            sync_min_score=a.sync_min_score, clips_per_shard=a.clips_per_shard,
                            batch_size=a.batch_size, vae=a.vae, vae_seed=a.vae_seed)
-    m = run(a.clips, a.out, cfg)
+    m = run(a.clips, a.out, cfg, worker_index=a.worker_index, num_workers=a.num_workers)
+    if "pending_shards" in m:
+        print(f"worker {a.worker_index}/{a.num_workers} done; shards {m['pending_shards']} still pending "
+              "(the last worker to finish writes manifest.json)")
+        return 0
     print(f"{m['records']} examples in {len(m['buckets'])} bucket(s) from {m['clips']['used']} clips; "
           f"{m['clips']['skipped']} skipped, {m['clips']['audio_ok']} passed the sync filter "
           f"-> {os.path.join(a.out, 'manifest.json')}")
