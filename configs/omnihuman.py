@@ -1,11 +1,11 @@
-r"""MMDiT training with the three-stage omni-conditions curriculum.
-
-python -m omnijax.train --config=configs/omnihuman.py:size=tiny,stage=1 --workdir=runs/s1
+r"""python -m omnijax.train --config=configs/omnihuman.py:size=tiny,stage=1 --workdir=runs/s1
 python -m omnijax.train --config=configs/omnihuman.py:size=tiny,stage=2 --workdir=runs/s2 \
     --config.init_from=runs/s1
 python -m omnijax.train --config=configs/omnihuman.py:size=tiny,stage=3,data=shards \
     --workdir=runs/s3 --config.init_from=runs/s2 --config.data.path=data/cache
 
+MMDiT training with the three-stage omni-conditions curriculum (the commands above run
+stages 1 -> 2 -> 3, each starting from the previous stage's weights).
 Arg keys: size (an MMDiTConfig preset: tiny|small|base|large), stage (1|2|3), data
 (synthetic|shards), lora (rank; 0 = full fine-tune), and any MMDiTConfig field (e.g.
 depth=1, width=32) to override the preset. Everything else: --config.<key>=<value>.

@@ -1,6 +1,6 @@
-r"""Train a small causal VAE on SynthTalk clips (rendered on the fly).
+r"""python -m omnijax.train --config=configs/vae.py:size=tiny --workdir=runs/vae
 
-python -m omnijax.train --config=configs/vae.py:size=tiny --workdir=runs/vae
+Train a small causal VAE on SynthTalk clips (rendered on the fly).
 
 Arg keys: size (a VAEConfig preset: tiny|small|wan21), frames (1 + 4k), res (H = W, a
 multiple of 8). Everything else: --config.<key>=<value>.

@@ -47,8 +47,14 @@ def init_distributed(mode: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    FLAGS(["omnijax train"] + argv)
+    argv = ["omnijax train"] + list(sys.argv[1:] if argv is None else argv)
+    # ml_collections finds the --config.x=y overrides by scanning sys.argv, so parse with
+    # sys.argv set to what we parse (main() is also called in-process by the CLI and tests).
+    saved, sys.argv = sys.argv, argv
+    try:
+        FLAGS(argv)
+    finally:
+        sys.argv = saved
     if FLAGS.config is None or not FLAGS.workdir:
         print("usage: python -m omnijax.train --config=configs/omnihuman.py:size=tiny,stage=1 "
               "--workdir=DIR [--config.train.steps=100 ...]", file=sys.stderr)
