@@ -72,6 +72,11 @@ class MMDiTObjective:
         self.model_config = MMDiTConfig.preset(cfg.model.size, **overrides)
         d = cfg.data
         self.F, self.h, self.w = int(d.latent_frames), int(d.latent_height), int(d.latent_width)
+        if d.get("bucket"):
+            # a preprocessed bucket "TxHxW" fixes the latent shape the step is compiled for
+            from omnijax.data.schema import parse_bucket
+            T, H, W = parse_bucket(str(d.bucket))
+            self.F, self.h, self.w = 1 + (T - 1) // 4, H // 8, W // 8
         self.T = 1 + 4 * (self.F - 1)
         mc = self.model_config
         self.Hp = int(round(self.h * 8 * mc.pose_scale))
@@ -148,8 +153,7 @@ class MMDiTObjective:
         d = cfg.data
         rows = _rows(cfg, mesh)
         if d.source == "shards":
-            from omnijax.train import pipeline_adapter
-            return pipeline_adapter.shards(cfg, self, rows)
+            return self._shards(cfg, rows)
         if d.source != "synthetic":
             raise ValueError(f"data.source must be 'synthetic' or 'shards', got {d.source!r}")
         from omnijax.train import curriculum
@@ -161,6 +165,20 @@ class MMDiTObjective:
             pose_hw=(self.Hp, self.Wp), keypoints=mc.pose_channels, text_len=self.L,
             text_dim=mc.text_dim, stage=stage)
         return data_lib.IndexedBatches(make, rows, tuple(d.get("inject_nan_at", ())), "latents")
+
+    def _shards(self, cfg, rows):
+        """helper D's grain pipeline over preprocessed ArrayRecord shards (one bucket: the
+        step is compiled for one shape)."""
+        from omnijax.data import pipeline
+        d = cfg.data
+        if not d.path:
+            raise ValueError("data.source='shards' needs --config.data.path=<preprocess output dir>")
+        pc = pipeline.PipelineConfig(
+            data_dir=str(d.path), batch_size=rows[1] - rows[0], stage=cfg.curriculum.stage,
+            keep_ratios=dict(cfg.curriculum.get("ratios", {})),
+            bucket_weights={str(d.bucket): 1.0} if d.bucket else None, seed=int(d.seed),
+            worker_count=int(d.get("workers", 0)))
+        return pipeline.make_iterator(pc)
 
     def tokens_per_example(self) -> int:
         ph, pw = self.model_config.patch
