@@ -7,7 +7,8 @@ Implementations (`implementation=`):
 - "reference": plain einsum softmax in float32; what the tests compare against.
 - "xla": `jax.nn.dot_product_attention(implementation="xla")`; the CPU choice.
 - "cudnn": `jax.nn.dot_product_attention(implementation="cudnn")`; GPU, bf16/fp16 only.
-- "splash": the Pallas TPU splash kernel (segment ids carry the key mask).
+- "splash": the Pallas TPU splash kernel (segment ids carry the key mask); off TPU it runs
+  in Pallas interpret mode (slow; for tests).
 - "auto": cudnn on GPU for half-precision inputs, splash on TPU, xla otherwise.
 
 A row whose keys are all masked returns zeros (reference and xla agree on that), rather
@@ -72,7 +73,9 @@ def _splash(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array | None
     k = jnp.pad(k, ((0, 0), (0, pk), (0, 0), (0, 0)))
     v = jnp.pad(v, ((0, 0), (0, pk), (0, 0), (0, 0)))
     full = smask.FullMask((lq + pq, lk + pk))
-    kernel = sk.make_splash_mha(mask=smask.MultiHeadMask([full] * h), head_shards=1, q_seq_shards=1)
+    # Off TPU the kernel runs in Pallas interpret mode: slow, but lets CPU tests check it.
+    kernel = sk.make_splash_mha(mask=smask.MultiHeadMask([full] * h), head_shards=1, q_seq_shards=1,
+                                interpret=jax.default_backend() != "tpu")
     # Same segment id = may attend: queries are all segment 0, masked keys segment 1.
     seg = sk.SegmentIds(q=jnp.zeros((b, lq + pq), jnp.int32), kv=(~key_mask).astype(jnp.int32))
     to_hld = functools.partial(jnp.swapaxes, axis1=1, axis2=2)  # (B, L, H, D) -> (B, H, L, D)
@@ -92,10 +95,11 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array | No
     if impl == "reference":
         return reference_attention(q, k, v, key_mask)
     if impl == "splash":
-        return _splash(q, k, v, key_mask)
-    mask = None if key_mask is None else key_mask[:, None, None, :]
-    out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=impl)
+        out = _splash(q, k, v, key_mask)
+    else:
+        mask = None if key_mask is None else key_mask[:, None, None, :]
+        out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=impl)
     if key_mask is not None:
-        # XLA gives a uniform average over masked keys when a row has no valid key; zero it.
+        # Kernels give an average over masked keys when a row has no valid key; zero it.
         out = jnp.where(jnp.any(key_mask, axis=-1)[:, None, None, None], out, 0).astype(out.dtype)
     return out
