@@ -175,3 +175,19 @@ def test_save_load_round_trip(mini, tmp_path):
     np.testing.assert_array_equal(back.encode(video), mini.encode(video))
     with pytest.raises(FileExistsError):
         vae_lib.save(tmp_path / "vae", mini)
+
+
+def test_streamed_decode_working_memory_does_not_grow(mini):
+    """XLA's temporaries for the streamed decode are the same at 4 and 7 latent frames
+    (13 and 25 video frames): only the output buffer grows. The encoder streams through the
+    same `_stream` loop."""
+    graphdef, state = nnx.split(mini)
+    kwargs = (("clamp", False), ("streamed", True))
+
+    def analysis(frames):
+        z = jnp.zeros((1, frames, 2, 3, 8), jnp.float32)
+        return vae_lib._run_jit.lower(graphdef, state, z, "reconstruct", kwargs).compile().memory_analysis()
+
+    short, long = analysis(4), analysis(7)
+    assert long.output_size_in_bytes > 1.5 * short.output_size_in_bytes  # the video did grow
+    assert long.temp_size_in_bytes <= short.temp_size_in_bytes + 1024

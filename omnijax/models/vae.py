@@ -263,36 +263,14 @@ class CausalVAE(nnx.Module):
     def encode_frames(self, video, cache=None):
         """Encoder features of `video`, continuing from `cache` (None: start a sequence).
 
-        A new sequence runs its first frame alone, then `lax.scan`s one step over chunks of
+        A new sequence runs its first frame alone, then scans one step over chunks of
         `time_factor` frames. Returns `(features (B, F, h, w, 2z), cache)`.
         """
-        tf = self.config.time_factor
-        parts = []
-        if cache is None:
-            h0, cache = self.encoder(video[:, :1], None)
-            parts.append(h0)
-            video = video[:, 1:]
-        if video.shape[1]:
-            b, t = video.shape[:2]
-            chunks = video.reshape(b, t // tf, tf, *video.shape[2:]).swapaxes(0, 1)
-            cache, hs = jax.lax.scan(lambda c, x: self.encoder(x, c)[::-1], cache, chunks)
-            parts.append(hs.swapaxes(0, 1).reshape(b, -1, *hs.shape[3:]))
-        return jnp.concatenate(parts, axis=1), cache
+        return _stream(self.encoder, video, cache, self.config.time_factor)
 
     def decode_frames(self, z, cache=None):
         """Video of latents `z`, one latent frame per scanned step, continuing `cache`."""
-        x = self.post_quant_conv(z)[0]
-        parts = []
-        if cache is None:
-            v0, cache = self.decoder(x[:, :1], None)
-            parts.append(v0)
-            x = x[:, 1:]
-        if x.shape[1]:
-            frames = x.swapaxes(0, 1)[:, :, None]  # (F, B, 1, h, w, z)
-            cache, vs = jax.lax.scan(lambda c, f: self.decoder(f, c)[::-1], cache, frames)
-            b = x.shape[0]
-            parts.append(vs.swapaxes(0, 1).reshape(b, -1, *vs.shape[3:]))
-        return jnp.concatenate(parts, axis=1), cache
+        return _stream(lambda f, c: self.decoder(self.post_quant_conv(f)[0], c), z, cache, 1)
 
     def moments(self, video, *, streamed: bool = False):
         """(mean, logvar) of the posterior; traceable, no input checks."""
@@ -348,6 +326,37 @@ class CausalVAE(nnx.Module):
 
     def stream_decoder(self, *, clamp: bool = True) -> "StreamDecoder":
         return StreamDecoder(self, clamp=clamp)
+
+
+def _stream(step, x, cache, chunk: int):
+    """Run `step(frames, cache) -> (out, cache)` causally over the time axis of `x`.
+
+    Without a cache the first frame goes alone (it starts the sequence); the remaining
+    frames go `chunk` at a time through ONE `lax.scan`ned step. Chunks are sliced from `x`
+    and written into one preallocated output inside the loop, so nothing but the output
+    grows with the number of frames (no stacked per-step outputs, no transposed copies).
+    """
+    first, start = None, 0
+    if cache is None:
+        first, cache = step(x[:, :1], None)
+        start = 1
+    n = (x.shape[1] - start) // chunk
+    if n == 0:
+        return first, cache
+    one = jax.eval_shape(lambda c, f: step(f, c)[0], cache, x[:, start:start + chunk])
+    per, lead = one.shape[1], (0 if first is None else first.shape[1])
+    out = jnp.zeros(one.shape[:1] + (lead + n * per,) + one.shape[2:], one.dtype)
+    if first is not None:
+        out = jax.lax.dynamic_update_slice_in_dim(out, first, 0, axis=1)
+
+    def body(carry, i):
+        cache, out = carry
+        frames = jax.lax.dynamic_slice_in_dim(x, start + i * chunk, chunk, axis=1)
+        y, cache = step(frames, cache)
+        return (cache, jax.lax.dynamic_update_slice_in_dim(out, y, lead + i * per, axis=1)), None
+
+    (cache, out), _ = jax.lax.scan(body, (cache, out), jnp.arange(n))
+    return out, cache
 
 
 # --------------------------------------------------------------------------- jitted entry
