@@ -19,7 +19,7 @@ from omnijax.models import vae as vae_lib  # noqa: E402
 # Wan2.1's structure (mult 1,2,4,4, 2 res blocks, temporal [F,T,T]) at base width 8, z 4.
 SMALL_WAN = dict(base_dim=8, z_dim=4, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
                  temperal_downsample=[False, True, True])
-VIDEO_SHAPE = (1, 9, 16, 24, 3)  # -> latents (1, 3, 2, 3, 4)
+VIDEO_SHAPE = (2, 9, 16, 24, 3)  # -> latents (2, 3, 2, 3, 4); batch 2 checks batching too
 
 
 def _ncthw(x):  # ours (B, T, H, W, C) -> torch (B, C, T, H, W)
@@ -78,7 +78,7 @@ def test_config_is_mapped(wan_dir, ours):
 def test_encode_matches_diffusers(ours, reference, streamed):
     video, mean, logvar, _ = reference
     got_mean, got_logvar = ours.encode_distribution(video, streamed=streamed)
-    assert got_mean.shape == mean.shape == (1, 3, 2, 3, 4)
+    assert got_mean.shape == mean.shape == (2, 3, 2, 3, 4)
     assert np.abs(mean).max() > 0.1  # a real signal, not zeros
     np.testing.assert_allclose(np.asarray(got_mean), mean, atol=1e-4, rtol=0)
     np.testing.assert_allclose(np.asarray(got_logvar), logvar, atol=1e-4, rtol=0)
