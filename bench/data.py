@@ -1,6 +1,6 @@
 """Data benchmark: can the loader feed the train step?
 
-    python bench/data.py [--clips 16] [--batch 8] [--skip-small]
+    python bench/data.py [--clips 8] [--batch 8] [--skip-small]
 
 1. renders SynthTalk clips and preprocesses them (tiny VAE, random weights) into a
    17x64x64 bucket, timing both stages;
@@ -80,7 +80,7 @@ def step_rate(preset: str, batch: dict, repeats: int) -> tuple[float, int]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--clips", type=int, default=16)
+    p.add_argument("--clips", type=int, default=8)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--batches", type=int, default=30, help="batches per loader timing")
     p.add_argument("--repeats", type=int, default=5)

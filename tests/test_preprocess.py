@@ -211,3 +211,13 @@ def test_geometry_helpers():
     assert out[0, 1, 2] == 0.0  # outside the crop: invisible
     with pytest.raises(ValueError, match="1 \\+ 4k"):
         schema.parse_bucket("8x32x32")
+
+
+def test_keypoints_are_retimed_like_the_frames():
+    kp = np.zeros((30, 13, 3), np.float32)
+    kp[:, 0, 0] = np.arange(30)
+    kp[..., 2] = 1
+    out = preprocess.resample_keypoints(kp, 30.0, 25.0, 26)
+    # the nearest source row by time, as media.iter_frames picks frames (30 -> 25 fps)
+    assert out[:25, 0, 0].astype(int).tolist() == [int(np.floor(i * 30 / 25 + 0.5)) for i in range(25)]
+    assert out[25, 0, 2] == 0  # past the sidecar's end: not visible

@@ -102,8 +102,9 @@ def read_clip_audio(video_path: str, num_frames: int, fps: float) -> tuple[np.nd
 
 
 def resample_keypoints(kp: np.ndarray, kp_fps: float, fps: float, num_frames: int) -> np.ndarray:
-    """Keypoints at `kp_fps` -> `num_frames` rows at `fps` (nearest earlier row by time)."""
-    idx = np.floor(np.arange(num_frames) / fps * kp_fps + 1e-6).astype(np.int64)
+    """Keypoints at `kp_fps` -> `num_frames` rows at `fps`: the row nearest each frame's time
+    (ties to the later row), the same rule `media.iter_frames` uses for the frames."""
+    idx = np.floor(np.arange(num_frames) / fps * kp_fps + 0.5 + 1e-9).astype(np.int64)
     out = kp[np.clip(idx, 0, kp.shape[0] - 1)].copy()
     out[idx >= kp.shape[0], :, 2] = 0.0  # past the sidecar's end: unknown
     return out
@@ -227,11 +228,25 @@ class ClipResult:
 
 def process_clip(path: str, cfg: PreprocessConfig, enc: FeatureEncoders) -> ClipResult:
     """One clip -> its examples per bucket. Raises media.MediaError for unusable input."""
-    frames = media.read_video(path, cfg.fps)  # (N, H, W, 3) uint8 at cfg.fps
-    n, H, W = frames.shape[:3]
+    # Stream the frames once: full-resolution frames are never held together, only the
+    # per-frame mouth signal and each bucket's small resized copy (long clips fit).
+    info0 = media.probe(path)
+    H, W = info0.height, info0.width
+    buckets = choose_buckets(H, W, cfg.bucket_shapes())
+    resized: dict[tuple[int, int, int], list[np.ndarray]] = {b: [] for b in buckets}
+    mouth = []
+    for frame in media.iter_frames(path, cfg.fps):
+        if frame.shape[:2] != (H, W):
+            raise media.MediaError(f"{path}: frame size changes mid-clip ({frame.shape[:2]} vs {(H, W)})")
+        mouth.append(sync.mouth_signal(frame[None])[0])
+        for b in buckets:
+            resized[b].append(crop_resize(frame[None], b[1], b[2])[0])
+    n = len(mouth)
+    if n == 0:
+        raise media.MediaError(f"{path}: no decodable video frames")
     wave, has_audio = read_clip_audio(path, n, cfg.fps)
-    score, lag = sync.sync_score(frames, wave, AUDIO_RATE, cfg.fps,
-                                 sync.SyncConfig(max_lag=cfg.sync_max_lag, min_score=cfg.sync_min_score))
+    score, lag = sync.lagged_correlation(sync.loudness_envelope(wave, AUDIO_RATE, cfg.fps, n),
+                                         np.asarray(mouth), cfg.sync_max_lag)
     audio_ok = bool(has_audio and score >= cfg.sync_min_score)
     side = kpt.sidecar_path(path)
     if os.path.exists(side):
@@ -245,12 +260,12 @@ def process_clip(path: str, cfg: PreprocessConfig, enc: FeatureEncoders) -> Clip
     text, text_mask = enc.text([read_caption(path)])
     ref_index = n // 2  # the reference image: the clip's middle frame, shared by its windows
     examples: dict[str, list] = {}
-    for T, h, w in choose_buckets(H, W, cfg.bucket_shapes()):
+    for T, h, w in buckets:
         stride = cfg.stride or T
         starts = list(range(0, n - T + 1, stride))
         if not starts:
             continue
-        video = crop_resize(frames, h, w)
+        video = np.stack(resized[(T, h, w)])
         hp, wp = int(round(h * cfg.pose_scale)), int(round(w * cfg.pose_scale))
         kp_b = transform_keypoints(kp, H, W, h, w, cfg.pose_scale)
         windows = np.stack([video[s:s + T] for s in starts])
