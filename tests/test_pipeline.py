@@ -2,6 +2,7 @@
 single-shape bucket batches mixed by weight, dropout ratios, global arrays on a mesh."""
 
 import collections
+import json
 
 import jax
 import numpy as np
@@ -40,7 +41,7 @@ def test_restoring_state_gives_exactly_the_uninterrupted_batches(cache):
     state = it.get_state()
     want = [next(it) for _ in range(12)]
     resumed = pl.make_iterator(cfg)
-    resumed.set_state(state)
+    resumed.set_state(json.loads(json.dumps(state)))  # the state survives a JSON checkpoint
     for a, b in zip(want, (next(resumed) for _ in range(12))):
         _same(a, b)
     # and a fresh iterator replays the stream from the start
@@ -57,7 +58,7 @@ def test_multiprocess_prefetch_gives_the_same_stream_and_resumes(cache):
     want = [next(ref) for _ in range(8)]
     it = pl.make_iterator(pl.PipelineConfig(cache[0], batch_size=4, stage=2, seed=3, worker_count=1))
     got = [next(it) for _ in range(5)]
-    state = it.get_state()
+    state = json.loads(json.dumps(it.get_state()))
     for a, b in zip(want, got):
         _same(a, b)
     it2 = pl.make_iterator(pl.PipelineConfig(cache[0], batch_size=4, stage=2, seed=3, worker_count=1))
