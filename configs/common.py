@@ -51,5 +51,7 @@ def base() -> ml_collections.ConfigDict:
     c.init_from = ""                   # previous stage's workdir: load params + EMA only
     c.lora = ml_collections.ConfigDict(dict(rank=0, alpha=64.0, targets=(
         r"blocks/(visual|text)/(qkv|out|mlp_in|mlp_out)$",)))
-    c.observe = ml_collections.ConfigDict(dict(peak_flops=0.0))   # 0: spec table or measured
+    # peak_flops 0: the accelerator's bf16 spec, or a measured matmul on CPU. logdir "":
+    # the workdir (TensorBoard events + metrics.jsonl), or ./logs/<name> for gs:// / s3://.
+    c.observe = ml_collections.ConfigDict(dict(peak_flops=0.0, logdir=""))
     return c

@@ -138,3 +138,26 @@ def test_training_updates_only_adapters():
     x = jnp.asarray(obj.make_batch(9, 8)["x"])
     y = model(x)
     np.testing.assert_allclose(lora.merge_lora(model)(x), y, rtol=1e-5, atol=1e-6)
+
+
+def test_lora_init_from_full_run_loads_backbone(tmp_path):
+    from omnijax.train import checkpoint as ckpt_lib
+    full = train_toy.toy_config(steps=4)
+    assert trainer.train(full, str(tmp_path / "full")) == trainer.OK
+    su_full = trainer.setup(full)
+    ck = ckpt_lib.Checkpointer(tmp_path / "full" / "checkpoints")
+    ema = ck.restore(4, su_full.target.as_dict())["ema"]
+    ck.close()
+
+    cfg = train_toy.toy_config(steps=1)
+    cfg.lora.rank = 2
+    cfg.init_from = str(tmp_path / "full")
+    assert trainer.train(cfg, str(tmp_path / "lora")) == trainer.OK
+    su = trainer.setup(cfg)
+    ck = ckpt_lib.Checkpointer(tmp_path / "lora" / "checkpoints")
+    s = ck.restore(1, su.target.as_dict())
+    ck.close()
+    for layer in ("up", "down"):
+        for name in ("kernel", "bias"):
+            np.testing.assert_array_equal(np.asarray(s["frozen"][layer]["base"][name][...]),
+                                          np.asarray(ema[layer][name][...]))

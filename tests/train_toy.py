@@ -44,6 +44,9 @@ class ToyObjective:
         self.trainable = objectives._trainable(cfg)
         self.teacher = np.random.default_rng(123).standard_normal((DIN, DOUT)).astype(np.float32)
 
+    def base_model_fn(self, rngs):
+        return ToyNet(rngs)
+
     def model_fn(self, rngs):
         return objectives._lora_wrap(ToyNet(rngs), self.cfg, rngs)
 

@@ -1,7 +1,8 @@
 """The two things one trainer trains: the causal VAE and the MMDiT.
 
 An objective bundles what the generic loop needs and nothing else:
-    model_fn(rngs) -> nnx.Module         the model (presets named, not redefined)
+    model_fn(rngs) -> nnx.Module         the model (presets named, not redefined), LoRA-wrapped
+                                         when cfg.lora.rank > 0; base_model_fn: without LoRA
     trainable                            NNX filter of what the optimizer updates
     loss(model, batch, rng) -> (loss, aux)   pure, traced inside the jitted step
     batch_spec(B) -> {key: ShapeDtypeStruct} global batch shapes (for lowering)
@@ -89,9 +90,12 @@ class MMDiTObjective:
                              "when motion_prob > 0")
         self.trainable = _trainable(cfg)
 
-    def model_fn(self, rngs: nnx.Rngs) -> nnx.Module:
+    def base_model_fn(self, rngs: nnx.Rngs) -> nnx.Module:
         from omnijax.models.mmdit import MMDiT
-        return _lora_wrap(MMDiT(self.model_config, rngs=rngs), self.cfg, rngs)
+        return MMDiT(self.model_config, rngs=rngs)
+
+    def model_fn(self, rngs: nnx.Rngs) -> nnx.Module:
+        return _lora_wrap(self.base_model_fn(rngs), self.cfg, rngs)
 
     def batch_spec(self, B: int) -> dict[str, jax.ShapeDtypeStruct]:
         mc = self.model_config
@@ -212,9 +216,12 @@ class VAEObjective:
                              f"got {self.T}x{self.H}x{self.W}")
         self.trainable = _trainable(cfg)
 
-    def model_fn(self, rngs: nnx.Rngs) -> nnx.Module:
+    def base_model_fn(self, rngs: nnx.Rngs) -> nnx.Module:
         from omnijax.models.vae import CausalVAE
-        return _lora_wrap(CausalVAE(self.model_config, rngs=rngs), self.cfg, rngs)
+        return CausalVAE(self.model_config, rngs=rngs)
+
+    def model_fn(self, rngs: nnx.Rngs) -> nnx.Module:
+        return _lora_wrap(self.base_model_fn(rngs), self.cfg, rngs)
 
     def batch_spec(self, B: int) -> dict[str, jax.ShapeDtypeStruct]:
         return {"video": jax.ShapeDtypeStruct((B, self.T, self.H, self.W, 3), jnp.float32)}

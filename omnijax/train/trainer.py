@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import signal
 import time
 from typing import Any, Callable, Iterator
@@ -337,6 +338,33 @@ def setup(cfg, objective=None, devices=None) -> Setup:
                  step=jit_train_step(step_fn, shardings, b_shard, mesh), flops_per_example=flops)
 
 
+def init_lora_backbone(cfg, su: Setup, state: TrainState) -> TrainState:
+    """LoRA fine-tuning from a full-training run: its EMA (or params, with
+    `lora.init_from_params=True`) becomes the frozen backbone; adapters start fresh.
+
+    The LoRA model's frozen kernels live at `.../<layer>/base/<name>`; the source run saved
+    them at `.../<layer>/<name>`, so paths are matched with the `base` hop removed."""
+    src = "params" if cfg.lora.get("init_from_params", False) else "ema"
+    _, base_abs, _ = state_lib.build_abstract(su.objective.base_model_fn, nnx.Param)
+    rules = mesh_lib.rules_from_config(cfg.mesh.get("rules"))
+    base_target = state_lib.with_shardings(base_abs, mesh_lib.state_shardings(base_abs, su.mesh, rules))
+    loaded = ckpt_lib.restore_subset(cfg.init_from, {src: base_target})[src]
+    by_path = {tuple(p): v for p, v in loaded.flat_state()}
+    flat = []
+    filled = 0
+    for path, var in state.frozen.flat_state():
+        key = tuple(p for p in path if p != "base")
+        if key in by_path and isinstance(var, nnx.Param):
+            var = var.replace(by_path[key].get_raw_value())
+            filled += 1
+        flat.append((path, var))
+    if filled != len(by_path):
+        raise ValueError(f"init_from {cfg.init_from}: matched {filled} of {len(by_path)} backbone "
+                         "parameters; is it a run of the same model (size and overrides)?")
+    log.info("LoRA backbone <- %s (%s), %d tensors", cfg.init_from, src, filled)
+    return state.replace(frozen=nnx.State.from_flat_path(flat))
+
+
 def train(cfg, workdir: str, objective=None) -> int:
     """Run (or resume) the job described by `cfg` in `workdir`; returns an exit status.
 
@@ -369,7 +397,9 @@ def train(cfg, workdir: str, objective=None) -> int:
         log.info("resumed from %s step %d", ckpt.directory, latest)
     else:
         state = su.init_state(int(cfg.train.seed))
-        if cfg.get("init_from"):
+        if cfg.get("init_from") and cfg.get("lora") and cfg.lora.get("rank", 0):
+            state = init_lora_backbone(cfg, su, state)
+        elif cfg.get("init_from"):
             sub = ckpt_lib.restore_subset(cfg.init_from, {"params": target.params, "ema": target.ema})
             state = state.replace(params=sub["params"], ema=sub["ema"])
     ckpt_lib.write_json(workdir / "config.json", config_dict)
@@ -383,7 +413,12 @@ def train(cfg, workdir: str, objective=None) -> int:
              flops_per_step, peak, peak_src)
 
     # ---------------------------------------------------------------- loop
-    writer = MetricWriter(workdir, enabled=True)
+    logdir = cfg.observe.get("logdir", "")
+    if not logdir and "://" in str(workdir):
+        # object stores have no append: TensorBoard events and metrics.jsonl stay local
+        logdir = os.path.join("logs", workdir.name)
+        log.warning("workdir %s is remote: logs go to %s (set --config.observe.logdir)", workdir, logdir)
+    writer = MetricWriter(ckpt_lib.as_path(logdir) if logdir else workdir, enabled=True)
     start = int(jax.device_get(state.step))
     total = int(cfg.train.steps)
     log_every = max(1, int(cfg.train.log_every))
