@@ -25,7 +25,6 @@ every ratio is against a peer measured in this same run on this same machine:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import statistics
 import sys

@@ -4,7 +4,6 @@ sensitivity, scanned == unrolled, bf16 ~ f32, adaLN-zero init, and a one-batch o
 import dataclasses
 import itertools
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -128,23 +127,20 @@ def test_audio_locality(window=1):
 def test_scanned_equals_unrolled(model):
     inp = _inputs(seed=5)
     scanned = _forward(model, inp, {})
-    graphdef, state = nnx.split(model)
-    cfg = dataclasses.replace(CFG, scan_layers=False)
-    unrolled_model = nnx.merge(graphdef, state)
-    unrolled_model.config = cfg
+    _, state = nnx.split(model)
+    abstract = nnx.eval_shape(lambda: MMDiT(dataclasses.replace(CFG, scan_layers=False), rngs=nnx.Rngs(0)))
+    unrolled_model = nnx.merge(nnx.split(abstract)[0], state)
+    assert not unrolled_model.config.scan_layers
     np.testing.assert_allclose(_forward(unrolled_model, inp, {}), scanned, atol=1e-5, rtol=1e-5)
 
 
 def test_bf16_forward_close_to_float32(model):
     inp = _inputs(seed=6)
     want = _forward(model, inp, {})
-    graphdef, state = nnx.split(model)
-    bf16 = nnx.merge(graphdef, state)
-    bf16.config = dataclasses.replace(CFG, dtype="bfloat16")
-    # the compute dtype lives in each layer: rebuild the graph with bf16 layers, same params
-    abstract = nnx.eval_shape(lambda: MMDiT(bf16.config, rngs=nnx.Rngs(0)))
-    bgraph, _ = nnx.split(abstract)
-    bf16 = nnx.merge(bgraph, state)
+    # the compute dtype lives in each layer: the graph of a bf16 model, the same f32 params
+    _, state = nnx.split(model)
+    abstract = nnx.eval_shape(lambda: MMDiT(dataclasses.replace(CFG, dtype="bfloat16"), rngs=nnx.Rngs(0)))
+    bf16 = nnx.merge(nnx.split(abstract)[0], state)
     got = _forward(bf16, inp, {})
     assert got.dtype == jnp.float32
     got, want = np.asarray(got), np.asarray(want)
