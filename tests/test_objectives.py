@@ -19,10 +19,10 @@ from omnijax.train import curriculum, objectives  # noqa: E402
 from omnijax.train import mesh as mesh_lib  # noqa: E402
 
 
-def _mmdit_cfg(stage=3, motion_prob=0.0):
+def _mmdit_cfg(stage=3, motion_prob=0.0, batch=8):
     c = omnihuman.get_config(f"size=tiny,stage={stage},depth=1")
     c.data.update(latent_height=4, latent_width=4, text_len=8)
-    c.train.batch_size = 8
+    c.train.batch_size = batch
     c.objective_opts.motion_prob = motion_prob
     return c
 
@@ -65,7 +65,7 @@ def test_ratio_override_from_config():
 
 
 def test_mmdit_loss_is_flow_matching_with_mix_breakdown():
-    cfg = _mmdit_cfg(3)
+    cfg = _mmdit_cfg(3, batch=4)
     obj = objectives.build(cfg)
     model = obj.model_fn(nnx.Rngs(0))
     batch = next(obj.make_data(cfg, _one_device_mesh()))
