@@ -1,7 +1,6 @@
 """Mesh from config: -1 fill, errors, logical rules -> shardings, batch rows per process."""
 
 import jax
-import numpy as np
 import pytest
 from flax import nnx
 from jax.sharding import PartitionSpec as P

@@ -21,7 +21,6 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import jax
 import numpy as np
-from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from omnijax.models import partitioning

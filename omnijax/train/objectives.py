@@ -17,14 +17,9 @@ condition mix (which of ref/text/audio/pose each sample kept).
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
-import math
-from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from omnijax.train import data as data_lib
