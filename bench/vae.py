@@ -20,7 +20,6 @@ CPU figures are noisy on a shared machine: medians of `--repeats` alternating ru
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import re

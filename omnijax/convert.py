@@ -19,7 +19,6 @@ import os
 import sys
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
