@@ -4,8 +4,8 @@
 
 Prints one table. Every figure is a median of `--repeats` timed runs after a warm-up, and
 every ratio is against a peer measured in this same run on this same machine:
-- "of peak": achieved FLOP/s over the best f32 matmul FLOP/s of this machine (measured
-  first, same process). FLOPs are the dense-transformer count with each weight charged
+- "of peak": achieved FLOP/s over the FLOP/s of a 2048^3 f32 JAX matmul timed in the same
+  interleaved rounds (same process, same machine, same moment). FLOPs are the dense-transformer count with each weight charged
   for the tokens it actually sees (the plain 6 x params x visual tokens would charge the
   text stream for 256 visual tokens when it sees 32 text tokens, and lands above 100%):
       forward = 2 x sum(params_g x tokens_g) + 4 x layers x (T + L)^2 x width (joint attention)
@@ -53,29 +53,6 @@ def _median_time(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
-
-
-def matmul_peak(repeats: int) -> float:
-    """Best f32 matmul FLOP/s over a few square sizes."""
-    best = 0.0
-    for n in (512, 1024, 2048):
-        a = jnp.asarray(np.random.default_rng(0).normal(size=(n, n)), jnp.float32)
-        mm = jax.jit(lambda a: a @ a)
-        t = _median_time(lambda: mm(a).block_until_ready(), repeats)
-        best = max(best, 2 * n ** 3 / t)
-    return best
-
-
-def torch_matmul_peak(repeats: int) -> float:
-    """The same matmul peak as PyTorch sees it (its thread pool suffers differently on a busy CPU)."""
-    import torch
-
-    best = 0.0
-    for n in (512, 1024, 2048):
-        a = torch.randn(n, n)
-        t = _median_time(lambda: a @ a, repeats)
-        best = max(best, 2 * n ** 3 / t)
-    return best
 
 
 def _inputs(cfg: MMDiTConfig, b: int = 1) -> dict:
@@ -139,7 +116,8 @@ def wan_forward_flops(wan, cfg: MMDiTConfig, tokens: int) -> float:
     return total + 4.0 * cfg.depth * tokens ** 2 * cfg.width + 4.0 * cfg.depth * tokens * L * cfg.width
 
 
-def time_ours(cfg: MMDiTConfig, repeats: int) -> tuple[float, float]:
+def ours_callables(cfg: MMDiTConfig) -> tuple[callable, callable]:
+    """Jitted forward and forward+backward (flow-matching loss) of a random-weight MMDiT."""
     model = random_mmdit(cfg)
     graphdef, params = nnx.split(model)
     inp = _inputs(cfg)
@@ -155,14 +133,13 @@ def time_ours(cfg: MMDiTConfig, repeats: int) -> tuple[float, float]:
 
     f = jax.jit(fwd)
     g = jax.jit(jax.value_and_grad(loss))
-    t_fwd = _median_time(lambda: f(params, x, t, inp).block_until_ready(), repeats)
-    t_bwd = _median_time(lambda: jax.block_until_ready(g(params, x, t, inp)), repeats)
-    return t_fwd, t_bwd
+    return (lambda: f(params, x, t, inp).block_until_ready(),
+            lambda: jax.block_until_ready(g(params, x, t, inp)))
 
 
-def time_wan(cfg: MMDiTConfig, repeats: int) -> tuple[float, int, float]:
-    """diffusers WanTransformer3DModel forward at the same width/depth/tokens (F + 1 frames
-    stand for our reference + noisy frames)."""
+def wan_callable(cfg: MMDiTConfig) -> tuple[callable, int, float]:
+    """diffusers WanTransformer3DModel forward at the same width/depth/heads/ffn and visual
+    token count (F + 1 frames stand for our reference + noisy frames), text of length L."""
     import torch
     from diffusers import WanTransformer3DModel
 
@@ -181,7 +158,32 @@ def time_wan(cfg: MMDiTConfig, repeats: int) -> tuple[float, int, float]:
         with torch.inference_mode():
             wan(hidden_states=hs, timestep=ts, encoder_hidden_states=enc, return_dict=False)
 
-    return _median_time(run, repeats), n, wan_forward_flops(wan, cfg, (F + 1) * (H // 2) * (W // 2))
+    return run, n, wan_forward_flops(wan, cfg, (F + 1) * (H // 2) * (W // 2))
+
+
+def matmul_callables(with_torch: bool, n: int = 2048) -> dict[str, callable]:
+    a = jnp.asarray(np.random.default_rng(0).normal(size=(n, n)), jnp.float32)
+    mm = jax.jit(lambda a: a @ a)
+    fns = {"jax_mm": lambda: mm(a).block_until_ready()}
+    if with_torch:
+        import torch
+        ta = torch.randn(n, n)
+        fns["torch_mm"] = lambda: ta @ ta
+    return fns
+
+
+def interleaved_medians(fns: dict[str, callable], repeats: int) -> dict[str, float]:
+    """Warm every callable, then time them in turn `repeats` times: a busy neighbour slows
+    every contender of a round alike, so the ratios of medians stay meaningful."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in tqdm(range(repeats), desc="rounds", leave=False):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def compile_time(depth: int, scan: bool) -> float:
@@ -208,31 +210,33 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     print(f"jax {jax.__version__} on {jax.default_backend()} ({jax.devices()[0].device_kind}), "
-          f"{os.cpu_count()} CPU cores; inputs: 1 ref + {F} noisy latent frames of {H}x{W}, text {L}")
-    peak = matmul_peak(args.repeats)
-    rows = [("f32 matmul peak, JAX (best of 512/1024/2048)", f"{peak / 1e9:.1f} GFLOP/s", "1.000", "")]
-    if not args.skip_wan:
-        tpeak = torch_matmul_peak(args.repeats)
-        rows.append(("f32 matmul peak, torch (same sizes)", f"{tpeak / 1e9:.1f} GFLOP/s", f"{tpeak / peak:.3f}", ""))
-    presets = [s for s in args.presets.split(",") if s]
-    for name in tqdm(presets, desc="presets"):
+          f"{os.cpu_count()} CPU cores; inputs: 1 ref + {F} noisy latent frames of {H}x{W}, text {L}; "
+          f"medians of {args.repeats} interleaved rounds")
+    rows = []
+    mm_flops = 2 * 2048 ** 3
+    for name in tqdm([s for s in args.presets.split(",") if s], desc="presets"):
         cfg = MMDiTConfig.preset(name, dtype="float32", remat="none")
         n = num_params(cfg)
         tokens = (F + 1) * (H // 2) * (W // 2)
-        t_fwd, t_bwd = time_ours(cfg, args.repeats)
-        f_fwd = mmdit_forward_flops(cfg, F + 1, F)
-        f_bwd = 3 * f_fwd
-        vs_wan = ""
+        fns = matmul_callables(with_torch=not args.skip_wan)
+        fns["fwd"], fns["fwd_bwd"] = ours_callables(cfg)
         if not args.skip_wan:
-            t_wan, n_wan, f_wan = time_wan(cfg, args.repeats)
-            vs_wan = f"{(f_fwd / t_fwd) / (f_wan / t_wan):.2f}"
-            rows.append((f"Wan {name}-shape fwd ({n_wan / 1e6:.1f}M, torch {tokens} tok, "
-                         f"{f_wan / 1e9:.1f} GFLOP)", f"{t_wan * 1e3:.1f} ms",
-                         f"{f_wan / t_wan / peak:.3f}", "1.00"))
-        rows.append((f"MMDiT {name} fwd ({n / 1e6:.1f}M, {tokens} tok, {f_fwd / 1e9:.1f} GFLOP)",
-                     f"{t_fwd * 1e3:.1f} ms",
-                     f"{f_fwd / t_fwd / peak:.3f}", vs_wan))
-        rows.append((f"MMDiT {name} fwd+bwd", f"{t_bwd * 1e3:.1f} ms", f"{f_bwd / t_bwd / peak:.3f}", ""))
+            fns["wan"], n_wan, f_wan = wan_callable(cfg)
+        med = interleaved_medians(fns, args.repeats)
+        peak = mm_flops / med["jax_mm"]
+        f_fwd = mmdit_forward_flops(cfg, F + 1, F)
+        rows.append((f"[{name}] f32 2048^3 matmul, JAX (the peak)", f"{peak / 1e9:.1f} GFLOP/s", "1.000", ""))
+        if not args.skip_wan:
+            tpeak = mm_flops / med["torch_mm"]
+            rows.append((f"[{name}] f32 2048^3 matmul, torch", f"{tpeak / 1e9:.1f} GFLOP/s", f"{tpeak / peak:.3f}",
+                         ""))
+            rows.append((f"[{name}] Wan fwd, torch ({n_wan / 1e6:.1f}M, {tokens} tok, {f_wan / 1e9:.2f} GFLOP)",
+                         f"{med['wan'] * 1e3:.1f} ms", f"{f_wan / med['wan'] / peak:.3f}", "1.00"))
+        vs_wan = "" if args.skip_wan else f"{(f_fwd / med['fwd']) / (f_wan / med['wan']):.2f}"
+        rows.append((f"[{name}] MMDiT fwd ({n / 1e6:.1f}M, {tokens} tok, {f_fwd / 1e9:.2f} GFLOP)",
+                     f"{med['fwd'] * 1e3:.1f} ms", f"{f_fwd / med['fwd'] / peak:.3f}", vs_wan))
+        rows.append((f"[{name}] MMDiT fwd+bwd", f"{med['fwd_bwd'] * 1e3:.1f} ms",
+                     f"{3 * f_fwd / med['fwd_bwd'] / peak:.3f}", ""))
     if not args.skip_compile:
         base = None
         for depth in tqdm((2, 8, 32), desc="compile"):

@@ -349,11 +349,9 @@ class MMDiT(nnx.Module):
         # visual tokens [ref | motion | noisy]; pose features ride on extra channels of the noisy frames
         pose_feat = (self.pose(pose, keep["pose"]) if pose is not None
                      else jnp.zeros((b, f, h, w, cfg.pose_dim), x.dtype))
-        frames = [x.astype(jnp.float32)]
-        prefix = [a for a in (ref, motion) if a is not None]
         n_ref = 0 if ref is None else 1
         n_motion = 0 if motion is None else motion.shape[1]
-        latents = jnp.concatenate([a.astype(jnp.float32) for a in prefix] + frames, axis=1)
+        latents = jnp.concatenate([a.astype(jnp.float32) for a in (ref, motion, x) if a is not None], axis=1)
         extra = jnp.concatenate([jnp.zeros((b, n_ref + n_motion, h, w, cfg.pose_dim), jnp.float32),
                                  pose_feat.astype(jnp.float32)], axis=1)
         tokens = patchify(jnp.concatenate([latents, extra], axis=-1), cfg.patch)
