@@ -9,15 +9,16 @@ Sizes come from config; one size may be -1 = "whatever devices are left". Parame
 logical axis names (`embed`, `heads`, `mlp`, ...) in their NNX metadata; a rules table in the
 config maps each logical name to mesh axes, so a new parallelism layout is a config change.
 
-All axes are `AxisType.Auto` (GSPMD propagation with sharding constraints), installed with
+All axes are `AxisType.Auto` (GSPMD propagation with sharding constraints), scoped with
 `jax.set_mesh`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -85,11 +86,16 @@ def rules_from_config(rules: Mapping[str, Any] | Iterable[Sequence[Any]] | None)
     return table
 
 
-def install(mesh: Mesh, rules: Mapping[str, Any]) -> None:
-    """Make `mesh` and `rules` the ambient ones: `jax.set_mesh` for GSPMD and the rules
-    that the model's `partitioning.constrain` calls resolve activations with."""
-    jax.set_mesh(mesh)
-    partitioning.set_rules(rules)
+@contextlib.contextmanager
+def activate(mesh: Mesh, rules: Mapping[str, Any]) -> Iterator[None]:
+    """Make `mesh` and `rules` the ambient ones for a block: `jax.set_mesh` for GSPMD and
+    the rules that the model's `partitioning.constrain` calls resolve activations with.
+
+    Scoped, never global: a mesh left installed makes later `nnx.eval_shape` calls and
+    orbax restores in the same process read logical names as mesh axes.
+    """
+    with jax.set_mesh(mesh), partitioning.axis_rules(rules):
+        yield
 
 
 def state_shardings(state: Any, mesh: Mesh, rules: Mapping[str, Any]) -> Any:

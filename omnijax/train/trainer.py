@@ -18,7 +18,7 @@ import logging
 import os
 import signal
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -125,11 +125,33 @@ def make_train_step(graphdef: nnx.GraphDef, loss_fn: Callable, tx: optax.Gradien
     return step
 
 
-def jit_train_step(step_fn, state_shardings: TrainState, batch_shardings: dict, mesh: Mesh):
+class ScopedStep:
+    """The jitted step, traced, lowered and run with its mesh and axis rules in scope.
+
+    The model's activation constraints resolve against the ambient mesh at trace time, and
+    `jax.set_mesh` cannot be entered under jit, so the scope wraps each call instead of
+    being installed globally for the rest of the process.
+    """
+
+    def __init__(self, jitted, mesh: Mesh, rules: Mapping[str, Any]):
+        self.jitted, self.mesh, self.rules = jitted, mesh, rules
+
+    def __call__(self, state, batch):
+        with mesh_lib.activate(self.mesh, self.rules):
+            return self.jitted(state, batch)
+
+    def lower(self, state, batch):
+        with mesh_lib.activate(self.mesh, self.rules):
+            return self.jitted.lower(state, batch)
+
+
+def jit_train_step(step_fn, state_shardings: TrainState, batch_shardings: dict, mesh: Mesh,
+                   rules: Mapping[str, Any]) -> ScopedStep:
     """`jax.jit` with explicit in/out shardings; the state is donated (updated in place)."""
     rep = NamedSharding(mesh, P())
-    return jax.jit(step_fn, in_shardings=(state_shardings, batch_shardings),
-                   out_shardings=(state_shardings, rep), donate_argnums=(0,))
+    jitted = jax.jit(step_fn, in_shardings=(state_shardings, batch_shardings),
+                     out_shardings=(state_shardings, rep), donate_argnums=(0,))
+    return ScopedStep(jitted, mesh, rules)
 
 
 def compile_step(jitted, abstract_state: TrainState, abstract_batch: dict):
@@ -308,18 +330,17 @@ class Setup:
 
 
 def setup(cfg, objective=None, devices=None) -> Setup:
-    """Mesh (installed), objective, optimizer, abstract state + shardings, the jitted step."""
+    """Mesh, objective, optimizer, abstract state + shardings, the jitted step."""
     from omnijax.train import objectives  # model imports only when training
     mesh = mesh_lib.make_mesh(dict(cfg.mesh.shape), devices)
     rules = mesh_lib.rules_from_config(cfg.mesh.get("rules"))
     objective = objective or objectives.build(cfg)
     tx, schedule = state_lib.make_optimizer(cfg.optim)
-    # Abstract shapes are taken before the mesh is installed: with a mesh set, NNX would try
-    # to read logical names as mesh axes.
+    # Abstract shapes are taken with no mesh in scope: with one, NNX would read logical
+    # names as mesh axes.
     graphdef, _, _ = state_lib.build_abstract(objective.model_fn, objective.trainable)
     abstract = state_lib.abstract_state(objective.model_fn, objective.trainable, tx, cfg.train.seed)
     flops = objective.flops_per_example()
-    mesh_lib.install(mesh, rules)
     shardings = state_lib.state_shardings(abstract, mesh, rules)
     B = int(cfg.train.batch_size)
     if B % (mesh_lib.data_parallel_size(mesh) * int(cfg.train.microbatches)):
@@ -334,7 +355,7 @@ def setup(cfg, objective=None, devices=None) -> Setup:
         mesh=mesh)
     return Setup(mesh=mesh, objective=objective, graphdef=graphdef, tx=tx, schedule=schedule,
                  abstract=abstract, shardings=shardings, batch_spec=spec, batch_shardings=b_shard,
-                 step=jit_train_step(step_fn, shardings, b_shard, mesh), flops_per_example=flops)
+                 step=jit_train_step(step_fn, shardings, b_shard, mesh, rules), flops_per_example=flops)
 
 
 def init_lora_backbone(cfg, su: Setup, state: TrainState) -> TrainState:
