@@ -71,6 +71,23 @@ def to_video_rate(features: np.ndarray, rate: float, fps: float, num_frames: int
     return (1 - w) * features[lo] + w * features[hi]
 
 
+def mono_waveform(wave: np.ndarray, sample_rate: int, target_rate: int) -> np.ndarray:
+    """Any audio an encoder is given -> a float32 mono waveform `(N,)` at `target_rate` Hz.
+
+    `(N, channels)` is averaged to mono; other sample rates are resampled with librosa.
+    """
+    wave = np.asarray(wave, np.float32)
+    if wave.ndim == 2:  # (N, channels) -> mono
+        wave = wave.mean(axis=1)
+    if wave.ndim != 1 or wave.size == 0:
+        raise ValueError(f"audio must be a non-empty mono waveform (N,), got shape {wave.shape}")
+    if sample_rate != target_rate:
+        import librosa  # only needed when resampling
+
+        wave = librosa.resample(wave, orig_sr=sample_rate, target_sr=target_rate).astype(np.float32)
+    return wave
+
+
 def frames_in(wave_len: int, sample_rate: int, fps: float) -> int:
     """How many whole video frames `wave_len` samples of audio span."""
     return int(np.floor(wave_len / sample_rate * fps + 1e-6))

@@ -7,7 +7,7 @@ import dataclasses
 import librosa
 import numpy as np
 
-from omnijax.models.encoders.base import frames_in, to_video_rate
+from omnijax.models.encoders.base import frames_in, mono_waveform, to_video_rate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,13 +30,7 @@ class MelEncoder:
 
     def __call__(self, wave: np.ndarray, sample_rate: int, fps: float,
                  num_frames: int | None = None) -> np.ndarray:
-        wave = np.asarray(wave, np.float32)
-        if wave.ndim == 2:  # (N, channels) -> mono
-            wave = wave.mean(axis=1)
-        if wave.ndim != 1 or wave.size == 0:
-            raise ValueError(f"audio must be a non-empty mono waveform (N,), got shape {wave.shape}")
-        if sample_rate != self.sample_rate:
-            wave = librosa.resample(wave, orig_sr=sample_rate, target_sr=self.sample_rate)
+        wave = mono_waveform(wave, sample_rate, self.sample_rate)
         if num_frames is None:
             num_frames = frames_in(wave.shape[0], self.sample_rate, fps)
         hop = int(round(self.sample_rate * self.hop_ms / 1000))

@@ -485,18 +485,10 @@ class Wav2Vec2AudioEncoder:
 
     def __call__(self, wave: np.ndarray, sample_rate: int, fps: float,
                  num_frames: int | None = None) -> np.ndarray:
-        from omnijax.models.encoders.base import frames_in, to_video_rate
+        from omnijax.models.encoders.base import frames_in, mono_waveform, to_video_rate
 
-        wave = np.asarray(wave, np.float32)
-        if wave.ndim == 2:  # (N, channels) -> mono
-            wave = wave.mean(axis=1)
-        if wave.ndim != 1 or wave.size == 0:
-            raise ValueError(f"audio must be a non-empty mono waveform (N,), got shape {wave.shape}")
         sr = self.config.sampling_rate
-        if sample_rate != sr:
-            import librosa
-
-            wave = librosa.resample(wave, orig_sr=sample_rate, target_sr=sr).astype(np.float32)
+        wave = mono_waveform(wave, sample_rate, sr)
         if self.config.do_normalize:  # Wav2Vec2FeatureExtractor's per-clip standardisation
             wave = (wave - wave.mean()) / np.sqrt(wave.var() + 1e-7)
         if num_frames is None:
