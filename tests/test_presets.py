@@ -16,7 +16,7 @@ def test_tiny_preset_matches_the_shared_contract():
                   "dtype", "param_dtype"):
         assert field in {f.name for f in dataclasses.fields(MMDiTConfig)}
     base = MMDiTConfig.base()
-    assert (base.width, base.depth, base.heads, base.ffn) == (1536, 30, 12, 8960)
+    assert (base.width, base.heads, base.ffn) == (1536, 12, 8960)  # Wan2.1-1.3B's block shape
     assert MMDiTConfig.tiny(depth=3).depth == 3   # overrides pass through
     with pytest.raises(ValueError, match="unknown MMDiT preset"):
         MMDiTConfig.preset("huge")
@@ -39,6 +39,7 @@ def test_cli_lists_every_preset_with_counts(capsys):
     assert set(counts) == set(PRESETS)
     assert counts["tiny"] == num_params(MMDiTConfig.tiny())
     assert counts["tiny"] < counts["small"] < counts["base"] < counts["large"]
+    assert 1.1e9 < counts["base"] < 1.6e9   # about Wan2.1-1.3B
     assert 5e9 < counts["large"] < 9e9
     assert "VAE presets" in out
     assert "1,024 tokens" in out

@@ -96,8 +96,10 @@ class MMDiTConfig:
 
     @classmethod
     def base(cls, **kw) -> "MMDiTConfig":
-        """Wan2.1-1.3B-sized visual stream (width 1536, 30 layers, 12 heads, ffn 8960)."""
-        return cls(**{**dict(width=1536, depth=30, heads=12, ffn=8960, audio_hidden=1024, pose_hidden=128,
+        """About Wan2.1-1.3B's size (1.38B parameters): Wan's width 1536, 12 heads and ffn 8960,
+        in 16 blocks rather than Wan's 30 because every block here carries a full-width text
+        stream besides the visual one (30 such blocks would be 2.55B)."""
+        return cls(**{**dict(width=1536, depth=16, heads=12, ffn=8960, audio_hidden=1024, pose_hidden=128,
                              pose_dim=16, text_dim=4096, audio_dim=768, remat="dots_with_no_batch_dims_saveable",
                              dtype="bfloat16"), **kw})
 
