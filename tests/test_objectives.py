@@ -123,3 +123,25 @@ def test_vae_loss_is_reconstruction_plus_kl():
     np.testing.assert_allclose(aux["kl"], kl, rtol=1e-5)
     assert obj.tokens_per_example() == 2 * 2 * 2
     assert obj.flops_per_example() > 0
+
+
+def _write_manifest(path, shapes):
+    import json
+    path.mkdir(parents=True, exist_ok=True)
+    manifest = {"encoders": {"audio": "wav2vec2:ckpt", "text": "bytes"},
+                "buckets": {"t17_h32_w32": {"frames": 17, "height": 32, "width": 32, "shapes": shapes}}}
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_shard_features_are_checked_against_the_model_config(tmp_path):
+    c = _mmdit_cfg()
+    obj = objectives.build(c)
+    spec = {k: list(v.shape[1:]) for k, v in obj.batch_spec(1).items()}
+    _write_manifest(tmp_path / "ok", spec)
+    obj.check_shards(str(tmp_path / "ok"), None)                     # fits: no error
+    wide_audio = {**spec, "audio": [spec["audio"][0], 768]}          # a wav2vec2 cache for a mel model
+    _write_manifest(tmp_path / "bad", wide_audio)
+    with pytest.raises(ValueError, match=r"holds audio of shape \(\d+, 768\).*wav2vec2:ckpt"):
+        obj.check_shards(str(tmp_path / "bad"), None)
+    with pytest.raises(ValueError, match="no bucket '9x32x32'"):
+        obj.check_shards(str(tmp_path / "ok"), "9x32x32")

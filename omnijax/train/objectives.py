@@ -172,12 +172,36 @@ class MMDiTObjective:
         d = cfg.data
         if not d.path:
             raise ValueError("data.source='shards' needs --config.data.path=<preprocess output dir>")
+        self.check_shards(str(d.path), str(d.bucket) if d.bucket else None)
         pc = pipeline.PipelineConfig(
             data_dir=str(d.path), batch_size=rows[1] - rows[0], stage=cfg.curriculum.stage,
             keep_ratios=dict(cfg.curriculum.get("ratios", {})),
             bucket_weights={str(d.bucket): 1.0} if d.bucket else None, seed=int(d.seed),
             worker_count=int(d.get("workers", 0)))
         return pipeline.make_iterator(pc)
+
+    def check_shards(self, data_dir: str, bucket: str | None) -> None:
+        """Fail before compiling when the cached features do not fit the model config: an
+        audio/text encoder of another width, another VAE, or another bucket than configured
+        would otherwise surface as an opaque shape error inside the jitted step."""
+        from omnijax.data.preprocess import read_manifest
+        manifest = read_manifest(data_dir)
+        expected = {k: tuple(v.shape[1:]) for k, v in self.batch_spec(1).items()}
+        buckets = manifest["buckets"]
+        shape_of = {n: f"{b['frames']}x{b['height']}x{b['width']}" for n, b in buckets.items()}
+        names = [n for n in buckets if bucket is None or shape_of[n] == bucket]
+        if not names:
+            raise ValueError(f"{data_dir}: no bucket {bucket!r} in the manifest; it has "
+                             f"{sorted(shape_of.values())}")
+        for name in names:
+            for key, shape in buckets[name].get("shapes", {}).items():
+                if key in expected and tuple(shape) != expected[key]:
+                    raise ValueError(
+                        f"{data_dir}: bucket {name} holds {key} of shape {tuple(shape)} but the "
+                        f"model config expects {expected[key]} (encoders used by preprocess: "
+                        f"{manifest.get('encoders')}); match MMDiTConfig's latent_channels / "
+                        "audio_dim / text_dim / pose_channels and data.frames/height/width "
+                        "to the cache, or preprocess again")
 
     def tokens_per_example(self) -> int:
         ph, pw = self.model_config.patch
