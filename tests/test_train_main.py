@@ -82,7 +82,7 @@ def test_launch_scripts_print_usage():
 
 @pytest.mark.slow
 def test_shards_end_to_end(tmp_path):
-    """synth -> preprocess -> `python -m omnijax.train ... data=shards` (helper D's pipeline),
+    """synth -> preprocess -> `python -m omnijax.train ... data=shards` (the grain pipeline),
     then a resume that continues the grain iterator."""
     import json
     env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu",

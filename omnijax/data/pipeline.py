@@ -12,7 +12,7 @@ One grain chain per shape bucket, mixed by bucket weight:
 
 Every step before the iterator is a MapDataset, so the whole stream is a pure function of
 (seed, position): the iterator's `get_state()` is a small dict and `set_state()` resumes
-the exact batches (helper E's checkpoint stores it). A resolution schedule is a change of
+the exact batches (the trainer's checkpoint stores it). A resolution schedule is a change of
 `bucket_weights` in the config, nothing else.
 """
 

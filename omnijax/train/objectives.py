@@ -166,7 +166,7 @@ class MMDiTObjective:
         return data_lib.IndexedBatches(make, rows, tuple(d.get("inject_nan_at", ())), "latents")
 
     def _shards(self, cfg, rows):
-        """helper D's grain pipeline over preprocessed ArrayRecord shards (one bucket: the
+        """The grain pipeline (omnijax.data.pipeline) over preprocessed ArrayRecord shards (one bucket: the
         step is compiled for one shape)."""
         from omnijax.data import pipeline
         d = cfg.data
