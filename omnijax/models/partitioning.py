@@ -22,6 +22,7 @@ import math
 from typing import Any, Iterator, Mapping, Sequence
 
 import jax
+import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
@@ -171,22 +172,39 @@ def logical_to_sharding(abstract_state: Any, mesh: jax.sharding.Mesh, rules: Rul
     return jax.tree.map(one, abstract_state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
-def make_mesh(shape: Mapping[str, int], devices: Sequence[Any] | None = None) -> jax.sharding.Mesh:
-    """A GSPMD (Auto-axes) mesh over `data, fsdp, context, tensor`; -1 fills the rest."""
-    devices = list(jax.devices() if devices is None else devices)
-    sizes = {ax: int(shape.get(ax, 1)) for ax in MESH_AXES}
-    unknown = set(shape) - set(MESH_AXES)
+def mesh_shape(sizes: Mapping[str, int], n_devices: int) -> tuple[int, ...]:
+    """Resolve the per-axis sizes, filling a single -1 with the devices left over.
+
+    >>> mesh_shape({"data": 1, "fsdp": -1, "context": 1, "tensor": 2}, 8)
+    (1, 4, 1, 2)
+    """
+    unknown = set(sizes) - set(MESH_AXES)
     if unknown:
         raise ValueError(f"unknown mesh axes {sorted(unknown)}; expected a subset of {MESH_AXES}")
-    fill = [ax for ax, n in sizes.items() if n == -1]
-    if len(fill) > 1:
-        raise ValueError(f"at most one mesh axis may be -1, got {fill}")
-    fixed = math.prod(n for n in sizes.values() if n != -1)
-    if fill:
-        if len(devices) % fixed:
-            raise ValueError(f"{len(devices)} devices do not divide by the fixed mesh sizes {sizes}")
-        sizes[fill[0]] = len(devices) // fixed
-    if math.prod(sizes.values()) != len(devices):
-        raise ValueError(f"mesh {sizes} needs {math.prod(sizes.values())} devices, have {len(devices)}")
-    return jax.make_mesh(tuple(sizes.values()), MESH_AXES, devices=devices,
-                         axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
+    shape = [int(sizes.get(a, 1)) for a in MESH_AXES]
+    fills = [i for i, s in enumerate(shape) if s == -1]
+    if len(fills) > 1:
+        raise ValueError(f"at most one mesh axis may be -1, got {dict(zip(MESH_AXES, shape))}")
+    if any(s == 0 or s < -1 for s in shape):
+        raise ValueError(f"mesh sizes must be positive or -1, got {dict(zip(MESH_AXES, shape))}")
+    known = math.prod(s for s in shape if s != -1)
+    if fills:
+        if n_devices % known:
+            raise ValueError(f"{n_devices} devices cannot be split by the fixed mesh axes "
+                             f"{dict(zip(MESH_AXES, shape))} (product {known})")
+        shape[fills[0]] = n_devices // known
+    if math.prod(shape) != n_devices:
+        raise ValueError(f"mesh {dict(zip(MESH_AXES, shape))} needs {math.prod(shape)} devices, "
+                         f"{n_devices} available")
+    return tuple(shape)
+
+
+def make_mesh(sizes: Mapping[str, int], devices: Sequence[Any] | None = None) -> jax.sharding.Mesh:
+    """A 4-axis `Auto` mesh over `devices` (default: all devices of all processes)."""
+    devices = list(jax.devices() if devices is None else devices)
+    shape = mesh_shape(sizes, len(devices))
+    auto = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
+    if len(devices) == len(jax.devices()):
+        # Topology-aware placement (ICI rings on TPU, NVLink islands on GPU).
+        return jax.make_mesh(shape, MESH_AXES, axis_types=auto, devices=devices)
+    return jax.sharding.Mesh(np.asarray(devices).reshape(shape), MESH_AXES, axis_types=auto)

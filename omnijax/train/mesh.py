@@ -21,8 +21,7 @@ import math
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import jax
-import numpy as np
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from omnijax.models import partitioning
 
@@ -33,42 +32,9 @@ BATCH_AXES = ("data", "fsdp")
 log = logging.getLogger(__name__)
 
 
-def mesh_shape(sizes: Mapping[str, int], n_devices: int) -> tuple[int, ...]:
-    """Resolve the per-axis sizes, filling a single -1 with the devices left over.
-
-    >>> mesh_shape({"data": 1, "fsdp": -1, "context": 1, "tensor": 2}, 8)
-    (1, 4, 1, 2)
-    """
-    unknown = set(sizes) - set(MESH_AXES)
-    if unknown:
-        raise ValueError(f"unknown mesh axes {sorted(unknown)}; expected a subset of {MESH_AXES}")
-    shape = [int(sizes.get(a, 1)) for a in MESH_AXES]
-    fills = [i for i, s in enumerate(shape) if s == -1]
-    if len(fills) > 1:
-        raise ValueError(f"at most one mesh axis may be -1, got {dict(zip(MESH_AXES, shape))}")
-    if any(s == 0 or s < -1 for s in shape):
-        raise ValueError(f"mesh sizes must be positive or -1, got {dict(zip(MESH_AXES, shape))}")
-    known = math.prod(s for s in shape if s != -1)
-    if fills:
-        if n_devices % known:
-            raise ValueError(f"{n_devices} devices cannot be split by the fixed mesh axes "
-                             f"{dict(zip(MESH_AXES, shape))} (product {known})")
-        shape[fills[0]] = n_devices // known
-    if math.prod(shape) != n_devices:
-        raise ValueError(f"mesh {dict(zip(MESH_AXES, shape))} needs {math.prod(shape)} devices, "
-                         f"{n_devices} available")
-    return tuple(shape)
-
-
-def make_mesh(sizes: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A 4-axis `Auto` mesh over `devices` (default: all devices of all processes)."""
-    devices = list(jax.devices() if devices is None else devices)
-    shape = mesh_shape(sizes, len(devices))
-    if len(devices) == len(jax.devices()):
-        # Topology-aware placement (ICI rings on TPU, NVLink islands on GPU).
-        return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 4, devices=devices)
-    return Mesh(np.asarray(devices).reshape(shape), MESH_AXES,
-                axis_types=(AxisType.Auto,) * 4)
+# One mesh builder for the whole project lives beside the rules it serves.
+mesh_shape = partitioning.mesh_shape
+make_mesh = partitioning.make_mesh
 
 
 def rules_from_config(rules: Mapping[str, Any] | Iterable[Sequence[Any]] | None) -> dict[str, Any]:
