@@ -29,6 +29,10 @@ def _usage() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "--debug":  # tracebacks for user errors too
+        import os
+        os.environ["OMNIJAX_DEBUG"] = "1"
+        argv = argv[1:]
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0
@@ -36,8 +40,16 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"omnijax: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
-    result = module.main(rest)
+    from omnijax.errors import EXIT_USAGE, UsageError, debug_enabled
+
+    try:
+        module = importlib.import_module(COMMANDS[name][0])
+        result = module.main(rest)
+    except UsageError as e:
+        if debug_enabled():
+            raise
+        print(f"omnijax {name}: {e}", file=sys.stderr)
+        return EXIT_USAGE
     return int(result or 0)
 
 
