@@ -16,20 +16,28 @@ clip's speech, and arms that follow smooth random gestures; the keypoints are th
 joint positions the renderer drew. Hands are drawn in `HAND_COLOR` (a saturated green no
 background or shirt can take), so evaluation can segment them from pixels.
 
+`--framing` picks the shot: `full` (the whole person, the default), `half` (medium shot,
+head and torso, hands in frame) or `head` (close-up, hands come and go); at 32-64 px only
+the closer shots give the mouth enough pixels to learn lip-sync from. `--mouth-scale`
+widens how far the mouth opens (up to 2x). Both are a camera and a geometry change only:
+keypoints stay the exact pixel positions of what is drawn (`omnijax.data.synthetic_render`).
+
 Weak data on purpose: a fraction of clips have a mouth driven by *another* utterance's
 envelope (out of sync), and fractions have an occluder over one arm (those keypoints are
 marked invisible) or keypoints missing for most frames (a detector that lost the person).
 
-`omnijax synth --out DIR --clips N --seed S --size 64 --fps 25 --seconds 4`
+`omnijax synth --out DIR --clips N --seed S --size 64 --fps 25 --seconds 4 [--framing half]`
+
+Every argument is checked before anything is written: a mistake is one `UsageError` line.
 """
 
 from __future__ import annotations
 
-import argparse
 import colorsys
 import dataclasses
 import json
 import logging
+import math
 import os
 import shutil
 import subprocess
@@ -42,13 +50,15 @@ from tqdm import tqdm
 from omnijax.data import keypoints as kpt
 from omnijax.data.media import VideoWriter
 from omnijax.data.sync import loudness_envelope
+from omnijax.data.synthetic_render import (EYE_COLOR, FRAMINGS, HAND_COLOR, MAX_MOUTH_SCALE,  # noqa: F401
+                                           MOUTH_COLOR, Camera, Canvas, body_motion, render_frame)
+from omnijax.errors import ArgumentParser, UsageError
 
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
-HAND_COLOR = (30, 230, 60)  # gloves: G/R and G/B > 3, never reached by bg/shirt (saturation <= 0.35)
-MOUTH_COLOR = (70, 15, 25)  # the only colour darker than luma 0.2 in a SynthTalk frame
-EYE_COLOR = (70, 60, 90)
+SPEECH_ENGINES = ("auto", "espeak", "syllable")
+MIN_SIZE, MAX_FPS = 16, 120.0
 
 SKIN = {"light": (240, 205, 180), "fair": (225, 180, 150), "tan": (200, 150, 110),
         "brown": (160, 110, 75), "dark": (120, 80, 55)}
@@ -78,6 +88,8 @@ class SynthConfig:
     missing: float = 0.05  # fraction with keypoints missing for most frames
     speech: str = "auto"  # auto | espeak | syllable
     crf: int = 18
+    framing: str = "full"  # full | half | head (see synthetic_render.FRAMINGS)
+    mouth_scale: float = 1.0  # how far the mouth opens, x the original range (<= 2)
 
 
 # ----------------------------------------------------------------------------- speech
@@ -106,29 +118,47 @@ def _espeak(text: str, pitch: int, speed: int) -> np.ndarray:
     return resample_poly(wave, SAMPLE_RATE // g, int(sr) // g).astype(np.float32)
 
 
+VOWELS = ((730, 1090), (270, 2290), (300, 870), (530, 1840), (640, 1190))  # (F1, F2), Hz
+
+
+def _syllable(rng: np.random.Generator, f0: float, render: bool) -> np.ndarray | None:
+    """One voiced syllable (harmonics shaped by a vowel's formants); render=False draws
+    exactly the same random numbers and returns None."""
+    dur = int(rng.uniform(0.12, 0.25) * SAMPLE_RATE)
+    f1, f2 = VOWELS[int(rng.integers(len(VOWELS)))]
+    vibrato = rng.uniform(1, 3)
+    level = rng.uniform(0.5, 1.0)
+    if not render:
+        return None
+    t = np.arange(dur) / SAMPLE_RATE
+    pitch = f0 * (1 + 0.1 * np.sin(2 * np.pi * vibrato * t))
+    phase = 2 * np.pi * np.cumsum(pitch) / SAMPLE_RATE
+    s = np.zeros(dur)
+    for h in range(1, 30):
+        fh = h * f0
+        gain = np.exp(-((fh - f1) / 150) ** 2) + 0.6 * np.exp(-((fh - f2) / 200) ** 2) + 0.02
+        s += gain * np.sin(h * phase)
+    env = np.sin(np.pi * np.arange(dur) / dur) ** 0.7 * level
+    return (s * env / 6).astype(np.float32)
+
+
 def _syllables(rng: np.random.Generator, seconds: float, f0: float) -> np.ndarray:
-    """Deterministic fallback speech: voiced syllables (harmonics shaped by vowel formants)
-    grouped into words with pauses; loudness rises and falls like speech."""
+    """Deterministic fallback speech: voiced syllables grouped into words with pauses;
+    loudness rises and falls like speech."""
     out = np.zeros(int(seconds * SAMPLE_RATE) + SAMPLE_RATE, np.float32)
     pos = 0
-    vowels = [(730, 1090), (270, 2290), (300, 870), (530, 1840), (640, 1190)]
     while pos < out.size - SAMPLE_RATE // 2:
         for _ in range(int(rng.integers(1, 4))):
-            dur = int(rng.uniform(0.12, 0.25) * SAMPLE_RATE)
-            t = np.arange(dur) / SAMPLE_RATE
-            f1, f2 = vowels[int(rng.integers(len(vowels)))]
-            pitch = f0 * (1 + 0.1 * np.sin(2 * np.pi * rng.uniform(1, 3) * t))
-            phase = 2 * np.pi * np.cumsum(pitch) / SAMPLE_RATE
-            s = np.zeros(dur)
-            for h in range(1, 30):
-                fh = h * f0
-                gain = np.exp(-((fh - f1) / 150) ** 2) + 0.6 * np.exp(-((fh - f2) / 200) ** 2) + 0.02
-                s += gain * np.sin(h * phase)
-            env = np.sin(np.pi * np.arange(dur) / dur) ** 0.7 * rng.uniform(0.5, 1.0)
-            seg = (s * env / 6).astype(np.float32)
-            end = min(pos + dur, out.size)
-            out[pos:end] = seg[: end - pos]
-            pos = end + int(rng.uniform(0.03, 0.08) * SAMPLE_RATE)
+            # Only the word loop checks the buffer end, so a word's later syllables can start
+            # past it (the gap after a syllable cut at the end overshoots; `end - pos` would be
+            # negative). Such a syllable is not written but still draws its random numbers: the
+            # rng goes on to drive the body's motion, and seeds that rendered before must not change.
+            seg = _syllable(rng, f0, render=pos < out.size)
+            if seg is not None:
+                end = min(pos + seg.size, out.size)
+                out[pos:end] = seg[: end - pos]
+                pos = end
+            pos += int(rng.uniform(0.03, 0.08) * SAMPLE_RATE)
         pos += int(rng.uniform(0.1, 0.25) * SAMPLE_RATE)
     return out
 
@@ -193,124 +223,7 @@ def sample_identity(rng: np.random.Generator) -> dict:
     }
 
 
-# ----------------------------------------------------------------------------- motion
-
-def _smooth_wave(rng, t: np.ndarray, amp: float, n: int = 3, fmax: float = 0.8) -> np.ndarray:
-    out = np.zeros_like(t)
-    for _ in range(n):
-        out += rng.uniform(0.3, 1.0) * np.sin(2 * np.pi * rng.uniform(0.1, fmax) * t + rng.uniform(0, 2 * np.pi))
-    return amp * out / n
-
-
-def body_motion(rng: np.random.Generator, num_frames: int, fps: float, height: int, width: int,
-                ident: dict, opening: np.ndarray) -> dict:
-    """Per-frame geometry (pixels): head centre, keypoints `(T, 13, 3)` with visibility 1."""
-    H, W = float(height), float(width)
-    t = np.arange(num_frames) / fps
-    energy = float(rng.uniform(0.5, 1.0))
-    cx = W / 2
-    hx = cx + _smooth_wave(rng, t, 0.02 * H)
-    hy = 0.30 * H + _smooth_wave(rng, t, 0.012 * H)
-    kp = np.zeros((num_frames, kpt.NUM_KEYPOINTS, 3), np.float32)
-    kp[..., 2] = 1.0
-    ry = ident["face_ry"] * H
-
-    def put(name, x, y):
-        kp[:, kpt.INDEX[name], 0] = x
-        kp[:, kpt.INDEX[name], 1] = y
-
-    put("nose", hx, hy + 0.15 * ry)
-    put("neck", np.full_like(t, cx), np.full_like(t, 0.49 * H))
-    mouth_y = hy + 0.55 * ry
-    half_h = (0.008 + 0.03 * opening) * H
-    put("mouth_top", hx, mouth_y - half_h)
-    put("mouth_bottom", hx, mouth_y + half_h)
-    put("chin", hx, hy + ry + 0.5 * half_h)
-    upper, fore = 0.17 * H, 0.15 * H
-    for side, sign in (("r", -1.0), ("l", 1.0)):  # the person's right arm is on image left
-        sx, sy = cx + sign * 0.17 * H, 0.53 * H
-        a1 = 0.35 + _smooth_wave(rng, t, 0.6 * energy) + 0.3 * energy  # from straight down, outward
-        a2 = 0.6 + _smooth_wave(rng, t, 1.0 * energy) + 0.6 * energy  # elbow flex, forearm upward
-        ex = sx + sign * upper * np.sin(a1)
-        ey = sy + upper * np.cos(a1)
-        wx = ex + sign * fore * np.sin(a1 + a2)
-        wy = ey + fore * np.cos(a1 + a2)
-        put(f"{side}_shoulder", np.full_like(t, sx), np.full_like(t, sy))
-        put(f"{side}_elbow", ex, ey)
-        put(f"{side}_wrist", wx, wy)
-        put(f"{side}_hip", np.full_like(t, cx + sign * 0.12 * H), np.full_like(t, 0.97 * H))
-    # anything outside the frame is not visible
-    outside = (kp[..., 0] < 0) | (kp[..., 0] >= W) | (kp[..., 1] < 0) | (kp[..., 1] >= H)
-    kp[..., 2] = np.where(outside, 0.0, kp[..., 2])
-    return {"kp": kp, "hx": hx, "hy": hy, "mouth_half_h": half_h, "energy": energy}
-
-
-# ----------------------------------------------------------------------------- raster
-
-class Canvas:
-    """Soft-edged shapes composited over one frame (coverage = 0.5 - signed distance, in px)."""
-
-    def __init__(self, height: int, width: int, colour):
-        self.img = np.empty((height, width, 3), np.float32)
-        self.img[:] = colour
-        self.ys = np.arange(height, dtype=np.float32)[:, None] + 0.5
-        self.xs = np.arange(width, dtype=np.float32)[None, :] + 0.5
-
-    def _paint(self, dist: np.ndarray, colour) -> None:
-        a = np.clip(0.5 - dist, 0.0, 1.0)[..., None]
-        self.img += a * (np.asarray(colour, np.float32) - self.img)
-
-    def ellipse(self, x, y, rx, ry, colour) -> None:
-        r = np.sqrt(((self.xs - x) / rx) ** 2 + ((self.ys - y) / ry) ** 2)
-        self._paint((r - 1.0) * min(rx, ry), colour)
-
-    def capsule(self, x0, y0, x1, y1, radius, colour) -> None:
-        dx, dy = x1 - x0, y1 - y0
-        L2 = max(dx * dx + dy * dy, 1e-6)
-        u = np.clip(((self.xs - x0) * dx + (self.ys - y0) * dy) / L2, 0.0, 1.0)
-        d = np.sqrt((self.xs - x0 - u * dx) ** 2 + (self.ys - y0 - u * dy) ** 2)
-        self._paint(d - radius, colour)
-
-    def rect(self, x0, y0, x1, y1, colour) -> None:
-        d = np.maximum(np.maximum(x0 - self.xs, self.xs - x1), np.maximum(y0 - self.ys, self.ys - y1))
-        self._paint(d, colour)
-
-    def uint8(self) -> np.ndarray:
-        return np.clip(np.round(self.img), 0, 255).astype(np.uint8)
-
-
-def render_frame(i: int, height: int, width: int, ident: dict, motion: dict,
-                 occluder: tuple[float, float, float, float] | None) -> np.ndarray:
-    H = float(height)
-    kp = motion["kp"][i]
-    P = {n: kp[kpt.INDEX[n], :2] for n in kpt.NAMES}
-    c = Canvas(height, width, ident["bg_rgb"])
-    skin, shirt, hair = ident["skin_rgb"], ident["shirt_rgb"], ident["hair_rgb"]
-    hx, hy = motion["hx"][i], motion["hy"][i]
-    rx, ry = ident["face_rx"] * H, ident["face_ry"] * H
-    if ident["long_hair"]:
-        c.rect(hx - 1.25 * rx, hy - 0.2 * ry, hx + 1.25 * rx, hy + 1.2 * ry, hair)
-    # torso, then neck, then head
-    cx = width / 2
-    c.ellipse(cx, 0.83 * H, 0.21 * H, 0.34 * H, shirt)
-    c.capsule(hx, hy + 0.8 * ry, P["neck"][0], P["neck"][1], 0.045 * H, skin)
-    c.ellipse(hx, hy - 0.25 * ry, 1.12 * rx, 0.95 * ry, hair)
-    c.ellipse(hx, hy, rx, ry, skin)
-    for s in (-1, 1):
-        c.ellipse(hx + s * 0.4 * rx, hy - 0.15 * ry, 0.13 * rx, 0.1 * ry, EYE_COLOR)
-    c.ellipse(hx, P["nose"][1], 0.1 * rx, 0.12 * ry, tuple(0.85 * np.asarray(skin)))
-    my = 0.5 * (P["mouth_top"][1] + P["mouth_bottom"][1])
-    c.ellipse(hx, my, 0.38 * rx, motion["mouth_half_h"][i], MOUTH_COLOR)
-    # arms: sleeve, forearm, glove
-    for side in ("r", "l"):
-        sh, el, wr = P[f"{side}_shoulder"], P[f"{side}_elbow"], P[f"{side}_wrist"]
-        c.capsule(*sh, *el, 0.04 * H, shirt)
-        c.capsule(*el, *wr, 0.03 * H, skin)
-        c.ellipse(*wr, 0.045 * H, 0.045 * H, HAND_COLOR)
-    if occluder is not None:
-        c.rect(*occluder, (128, 128, 128))
-    return c.uint8()
-
+# ----------------------------------------------------------------------------- clips
 
 def _caption(ident: dict, motion: dict, said: str) -> str:
     action = "gesturing energetically with both hands" if motion["energy"] > 0.75 else "talking calmly with small gestures"
@@ -319,7 +232,26 @@ def _caption(ident: dict, motion: dict, said: str) -> str:
             f"saying: \"{said}\"")
 
 
-# ----------------------------------------------------------------------------- clips
+def _weaken(rng: np.random.Generator, kp: np.ndarray, mode: str, cam: Camera, height: int, width: int
+            ) -> tuple[tuple[float, float, float, float] | None, np.ndarray]:
+    """Hide keypoints as `mode` says (in place) -> (occluder box in pixels or None, frames it covers)."""
+    T = kp.shape[0]
+    occluder = None
+    occluded_frames = np.zeros(T, bool)
+    if mode == "occluded":
+        # a grey board over the person's right arm for a long stretch of the clip; it is part
+        # of the scene, so the camera frames it like the body
+        start = int(rng.integers(0, max(1, T // 4)))
+        occluded_frames[start:] = True
+        occluder = cam.box(0.0, 0.5 * height, width / 2 - 0.06 * height, float(height))
+        x0, y0, x1, y1 = occluder
+        inside = (kp[..., 0] >= x0) & (kp[..., 0] <= x1) & (kp[..., 1] >= y0) & (kp[..., 1] <= y1)
+        kp[..., 2] = np.where(inside & occluded_frames[:, None], 0.0, kp[..., 2])
+    elif mode == "missing":
+        lost = rng.random(T) < rng.uniform(0.6, 0.95)
+        kp[lost, :, 2] = 0.0
+    return occluder, occluded_frames
+
 
 def render_clip(cfg: SynthConfig, index: int, out_dir: str, *, out_of_sync: bool,
                 keypoints_mode: str, engine: str) -> dict:
@@ -336,21 +268,10 @@ def render_clip(cfg: SynthConfig, index: int, out_dir: str, *, out_of_sync: bool
     else:
         driver = wave
     opening = mouth_opening(driver, cfg.fps, T)
-    motion = body_motion(rng, T, cfg.fps, height, width, ident, opening)
+    motion = body_motion(rng, T, cfg.fps, height, width, ident, opening,
+                         framing=cfg.framing, mouth_scale=cfg.mouth_scale)
     kp = motion["kp"]
-    occluder = None
-    occluded_frames = np.zeros(T, bool)
-    if keypoints_mode == "occluded":
-        # a grey board over the person's right arm for a long stretch of the clip
-        start = int(rng.integers(0, max(1, T // 4)))
-        occluded_frames[start:] = True
-        occluder = (0.0, 0.5 * height, width / 2 - 0.06 * height, float(height))
-        x0, y0, x1, y1 = occluder
-        inside = (kp[..., 0] >= x0) & (kp[..., 0] <= x1) & (kp[..., 1] >= y0) & (kp[..., 1] <= y1)
-        kp[..., 2] = np.where(inside & occluded_frames[:, None], 0.0, kp[..., 2])
-    elif keypoints_mode == "missing":
-        lost = rng.random(T) < rng.uniform(0.6, 0.95)
-        kp[lost, :, 2] = 0.0
+    occluder, occluded_frames = _weaken(rng, kp, keypoints_mode, motion["camera"], height, width)
     clip_id = f"clip_{index:06d}"
     base = os.path.join(out_dir, clip_id)
     with VideoWriter(base + ".mp4", cfg.fps, sample_rate=SAMPLE_RATE, crf=cfg.crf) as w:
@@ -358,11 +279,13 @@ def render_clip(cfg: SynthConfig, index: int, out_dir: str, *, out_of_sync: bool
         for i in range(T):
             w.write(render_frame(i, height, width, ident, motion, occluder if occluded_frames[i] else None))
     kpt.save_keypoints(base + kpt.SIDECAR_SUFFIX, kp, cfg.fps)
-    caption = _caption(ident, motion, said)
     with open(base + ".txt", "w") as f:
-        f.write(caption + "\n")
+        f.write(_caption(ident, motion, said) + "\n")
+    cam = motion["camera"]
     meta = {"id": clip_id, "speech_engine": used, "said": said, "fps": cfg.fps, "frames": T,
             "width": width, "height": height, "sample_rate": SAMPLE_RATE,
+            "framing": cfg.framing, "mouth_scale": cfg.mouth_scale,
+            "camera": {"scale": cam.scale, "offset": [cam.ox, cam.oy]},  # pixel = scale * full shot + offset
             "identity": {k: v for k, v in ident.items() if k not in ("pitch", "speed")}}
     if used != "espeak":
         meta["speech_note"] = "espeak-ng not used: deterministic syllable fallback"
@@ -378,7 +301,8 @@ def _engine(requested: str) -> str:
     if espeak_available():
         return "espeak"
     if requested == "espeak":
-        raise RuntimeError("--speech espeak asked for but espeak-ng is not on PATH (apt-get install espeak-ng)")
+        raise UsageError("--speech espeak: espeak-ng is not on PATH "
+                         "(apt-get install espeak-ng, or use --speech syllable / auto)")
     log.warning("espeak-ng not found: SynthTalk speech falls back to the syllable synthesiser "
                 "(recorded as speech_engine=syllable in each clip's metadata)")
     return "syllable"
@@ -400,15 +324,70 @@ def assign_weak(cfg: SynthConfig) -> tuple[np.ndarray, list[str]]:
     return oos, modes
 
 
+def _whole(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def validate(cfg: SynthConfig) -> None:
+    """UsageError naming the command-line flag of the first setting that cannot render."""
+    def bad(field: str, expected: str):
+        raise UsageError(f"--{field.replace('_', '-')} {getattr(cfg, field)!r}: expected {expected}")
+
+    if not _whole(cfg.clips) or cfg.clips < 1:
+        bad("clips", "a whole number of clips >= 1")
+    if not _whole(cfg.seed) or cfg.seed < 0:
+        bad("seed", "a whole number >= 0 (numpy cannot seed from a negative one)")
+    for field in ("size", "width"):
+        v = getattr(cfg, field)
+        if v is not None and (not _whole(v) or v < MIN_SIZE or v % 2):
+            bad(field, f"an even number of pixels >= {MIN_SIZE} (H.264 yuv420p needs even sizes)")
+    if not (math.isfinite(cfg.fps) and 0 < cfg.fps <= MAX_FPS):
+        bad("fps", f"frames per second in (0, {MAX_FPS:g}]")
+    if not (math.isfinite(cfg.seconds) and cfg.seconds > 0):
+        bad("seconds", "a clip length in seconds > 0")
+    if cfg.seconds * cfg.fps < 1:
+        raise UsageError(f"--seconds {cfg.seconds:g} at --fps {cfg.fps:g} is less than one frame: "
+                         "expected --seconds >= 1 / fps")
+    for field in ("out_of_sync", "occluded", "missing"):
+        if not 0 <= getattr(cfg, field) <= 1:  # NaN fails too
+            bad(field, "a fraction of the clips in [0, 1]")
+    if cfg.occluded + cfg.missing > 1:
+        raise UsageError(f"--occluded {cfg.occluded:g} + --missing {cfg.missing:g} > 1: expected the "
+                         "two fractions to sum to at most 1 (a clip gets one or the other)")
+    if cfg.speech not in SPEECH_ENGINES:
+        bad("speech", " | ".join(SPEECH_ENGINES))
+    if cfg.framing not in FRAMINGS:
+        bad("framing", " | ".join(FRAMINGS))
+    if not 0 < cfg.mouth_scale <= MAX_MOUTH_SCALE:
+        bad("mouth_scale", f"a factor in (0, {MAX_MOUTH_SCALE:g}] (beyond it the open mouth reaches past the chin)")
+    if not _whole(cfg.crf) or not 0 <= cfg.crf <= 51:
+        bad("crf", "an H.264 quality in [0, 51]")
+
+
+def _check_out(out: str) -> None:
+    """UsageError unless `out` is, or can be created as, a directory."""
+    if not out:
+        raise UsageError("--out: no directory given")
+    if os.path.exists(out):
+        if not os.path.isdir(out):
+            raise UsageError(f"--out {out!r} is a file, expected a directory")
+        return
+    parent = os.path.dirname(os.path.abspath(out))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out!r}: cannot create it ({parent!r} is not a writable directory)")
+
+
 def generate(cfg: SynthConfig, out: str, progress: bool = True) -> dict:
-    """Render the whole set into `out`; -> the truth dict (also written to truth.json)."""
-    if (cfg.width or cfg.size) % 2 or cfg.size % 2:
-        raise ValueError(f"size/width must be even (yuv420p), got {cfg.size}x{cfg.width or cfg.size}")
-    if cfg.speech not in ("auto", "espeak", "syllable"):
-        raise ValueError(f"speech must be auto|espeak|syllable, got {cfg.speech!r}")
+    """Render the whole set into `out`; -> the truth dict (also written to truth.json).
+
+    Settings, `out` and the speech engine are checked before anything is created."""
+    validate(cfg)
+    _check_out(out)
+    engine = _engine(cfg.speech)
     clips_dir = os.path.join(out, "clips")
     os.makedirs(clips_dir, exist_ok=True)
-    engine = _engine(cfg.speech)
     oos, modes = assign_weak(cfg)
     truth = {}
     for i in tqdm(range(cfg.clips), desc="synth", unit="clip", disable=not progress):
@@ -422,23 +401,27 @@ def generate(cfg: SynthConfig, out: str, progress: bool = True) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="omnijax synth", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="omnijax synth", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--clips", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", type=int, default=64, help="frame height (and width) in pixels, even")
+    p.add_argument("--size", type=int, default=64, help="frame height (and width) in pixels, even, >= 16")
     p.add_argument("--width", type=int, default=None, help="frame width if not square")
     p.add_argument("--fps", type=float, default=25.0)
     p.add_argument("--seconds", type=float, default=4.0)
     p.add_argument("--out-of-sync", type=float, default=0.2, help="fraction of clips with mouth out of sync")
     p.add_argument("--occluded", type=float, default=0.1, help="fraction with an arm occluded")
     p.add_argument("--missing", type=float, default=0.05, help="fraction with keypoints mostly missing")
-    p.add_argument("--speech", default="auto", choices=("auto", "espeak", "syllable"))
+    p.add_argument("--speech", default="auto", choices=SPEECH_ENGINES)
+    p.add_argument("--framing", default="full", choices=tuple(FRAMINGS),
+                   help="full: whole person; half: head and torso, hands in frame; head: close-up")
+    p.add_argument("--mouth-scale", type=float, default=1.0,
+                   help=f"how far the mouth opens, x the default range, in (0, {MAX_MOUTH_SCALE:g}]")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     cfg = SynthConfig(clips=a.clips, seed=a.seed, size=a.size, width=a.width, fps=a.fps,
                       seconds=a.seconds, out_of_sync=a.out_of_sync, occluded=a.occluded,
-                      missing=a.missing, speech=a.speech)
+                      missing=a.missing, speech=a.speech, framing=a.framing, mouth_scale=a.mouth_scale)
     truth = generate(cfg, a.out)
     n_oos = sum(t["out_of_sync"] for t in truth.values())
     print(f"wrote {len(truth)} clips to {a.out}/clips ({n_oos} out of sync, "
