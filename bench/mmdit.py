@@ -67,7 +67,7 @@ def _inputs(cfg: MMDiTConfig, b: int = 1) -> dict:
 
 
 def _param_groups(module: nnx.Module) -> dict[str, int]:
-    """Parameter counts per top-level path prefix ("blocks/text/qkv", "patch_embed", ...)."""
+    """Parameter counts per top-level path prefix ("blocks/text/q", "patch_embed", ...)."""
     counts: dict[str, int] = {}
     for path, var in nnx.to_flat_state(nnx.state(module, nnx.Param)):
         key = "/".join(str(p) for p in path[:-1])

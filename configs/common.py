@@ -38,7 +38,8 @@ def base() -> ml_collections.ConfigDict:
 
     c.optim = ml_collections.ConfigDict(dict(
         lr=1e-4, warmup_steps=100, decay_steps=10_000, final_lr_ratio=0.1,
-        b1=0.9, b2=0.99, eps=1e-8, weight_decay=0.01, clip_norm=1.0, ema_decay=0.999))
+        b1=0.9, b2=0.99, eps=1e-8, weight_decay=0.01, clip_norm=1.0, ema_decay=0.999,
+        ema_warmup=True))   # EMA decay min(ema_decay, (1 + n) / (10 + n)) at update n
 
     c.train = ml_collections.ConfigDict(dict(
         steps=10_000, batch_size=8, microbatches=1,
@@ -50,7 +51,7 @@ def base() -> ml_collections.ConfigDict:
     c.checkpoint = ml_collections.ConfigDict(dict(every=500, keep=3, async_save=True))
     c.init_from = ""                   # previous stage's workdir: load params + EMA only
     c.lora = ml_collections.ConfigDict(dict(rank=0, alpha=64.0, targets=(
-        r"blocks/(visual|text)/(qkv|out|mlp_in|mlp_out)$",)))
+        r"blocks/(visual|text)/(q|k|v|out|mlp_in|mlp_out)$",)))
     # peak_flops 0: the accelerator's bf16 spec, or a measured matmul on CPU. logdir "":
     # the workdir (TensorBoard events + metrics.jsonl), or ./logs/<name> for gs:// / s3://.
     c.observe = ml_collections.ConfigDict(dict(peak_flops=0.0, logdir=""))

@@ -32,8 +32,31 @@ def test_shift_is_monotone_keeps_endpoints_and_grows_with_tokens():
         assert np.all(np.diff(np.asarray(s)) > 0)
         np.testing.assert_allclose([s[0], s[-1]], [0.0, 1.0], atol=1e-6)
     assert np.all(np.asarray(flow.shift_timesteps(t[1:-1], 3.0)) > np.asarray(t[1:-1]))
-    shifts = [flow.resolution_shift(n) for n in (64, 256, 1024, 4096, 16384)]
+    shifts = [flow.resolution_shift(n) for n in (256, 1024, 4096, 16384, 32768)]
     assert all(a < b for a, b in zip(shifts, shifts[1:]))
+
+
+def test_resolution_shift_is_bounded_at_every_preset_token_count():
+    """The default rule stays in [1, 5] for every preset's training shape (and far beyond),
+    is 1 for the CPU-sized tiny model, and reaches Wan2.1's 480p value at `base`."""
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "configs"))
+    import omnihuman
+    from omnijax.train import objectives
+    seen = {}
+    for size in ("tiny", "small", "base", "large"):
+        obj = objectives.build(omnihuman.get_config(f"size={size}"))
+        seen[size] = obj.shift
+        assert 1.0 <= obj.shift <= 5.0, (size, obj.shift)
+        assert obj.recipe()["flow_shift"] == obj.shift
+    assert seen["tiny"] == 1.0 and seen["base"] == pytest.approx(5.0)
+    assert seen["tiny"] <= seen["small"] <= seen["base"]
+    for n in (1, 10, 10**6, 10**9):
+        assert 1.0 <= flow.resolution_shift(n) <= 5.0
+    assert flow.resolve_shift("3.5", 10) == 3.5 and flow.resolve_shift("auto", 96) == 1.0
+    with pytest.raises(ValueError, match="flow shift"):
+        flow.resolve_shift("fast", 10)
 
 
 def test_logit_normal_samples_in_range_and_shift_moves_mass_to_noise():

@@ -91,11 +91,11 @@ def test_mmdit_lora_identity_at_init_and_merge_equals_unmerged():
             v.set_value(0.05 * jax.random.normal(jax.random.key(len(path)), v.get_value().shape))
     y_base = fwd(base, x, t, kw)
 
-    adapted = lora.apply_lora(base, rank=4, alpha=8, targets=[r"blocks/(visual|text)/(qkv|out)$"],
+    adapted = lora.apply_lora(base, rank=4, alpha=8, targets=[r"blocks/(visual|text)/(q|out)$"],
                               rngs=nnx.Rngs(1))
     wrapped = sorted("/".join(map(str, p)) for p, m in nnx.iter_modules(adapted)
                      if isinstance(m, lora.LoRALinear))
-    assert wrapped == [f"blocks/{s}/{n}" for s in ("text", "visual") for n in ("out", "qkv")]
+    assert wrapped == [f"blocks/{s}/{n}" for s in ("text", "visual") for n in ("out", "q")]
     np.testing.assert_allclose(fwd(adapted, x, t, kw), y_base, rtol=1e-5, atol=1e-6)  # B = 0
 
     _randomise_b(adapted)

@@ -74,9 +74,9 @@ def test_logical_to_sharding_from_param_metadata(mesh, model):
     # every parameter has names, stacked layers lead with the layers axis
     for path, var in nnx.to_flat_state(state):
         assert part.logical_axes_of(var) is not None, path
-    qkv = abstract.blocks.visual.qkv.kernel
-    assert part.logical_axes_of(qkv) == ("layers", "embed", "heads")
-    assert shardings["blocks"]["visual"]["qkv"]["kernel"].get_value().spec == P(None, "fsdp", "tensor")
+    q = abstract.blocks.visual.q.kernel
+    assert part.logical_axes_of(q) == ("layers", "embed", "heads")
+    assert shardings["blocks"]["visual"]["q"]["kernel"].get_value().spec == P(None, "fsdp", "tensor")
     assert shardings["blocks"]["visual"]["mlp_out"]["kernel"].get_value().spec == P(None, "tensor", "fsdp")
     # trees line up: device_put a real state with them
     real = nnx.state(model, nnx.Param)

@@ -1,4 +1,4 @@
-"""3D RoPE: token positions of [ref | motion | noisy], rotation invariants, relative positions."""
+"""3D RoPE: token positions of [ref | frames], rotation invariants, relative positions."""
 
 import jax
 import jax.numpy as jnp
@@ -16,18 +16,18 @@ def test_axis_dims_split_the_head():
         rope.axis_dims(7)
 
 
-def test_positions_reference_temporal_null_motion_just_before_noisy():
+def test_positions_reference_temporal_null_frames_in_order():
     gh, gw = 2, 3
-    pos, on = rope.visual_positions(1, 2, 3, gh, gw)
+    pos, on = rope.visual_positions(1, 5, gh, gw)
     g = gh * gw
-    assert pos.shape == ((1 + 2 + 3) * g, 3) and on.shape == (6 * g,)
+    assert pos.shape == ((1 + 5) * g, 3) and on.shape == (6 * g,)
     np.testing.assert_array_equal(on[:g], 0)                 # reference: temporal rotation off
     np.testing.assert_array_equal(on[g:], 1)
     frame_t = pos[::g, 0]
-    np.testing.assert_array_equal(frame_t[1:], [-2, -1, 0, 1, 2])   # motion directly before noisy
-    # noisy frames keep their positions whatever the prefix
-    pos_plain, _ = rope.visual_positions(0, 0, 3, gh, gw)
-    np.testing.assert_array_equal(pos[3 * g:], pos_plain)
+    np.testing.assert_array_equal(frame_t[1:], [0, 1, 2, 3, 4])   # motion and noisy frames alike
+    # without a reference the frames keep their positions
+    pos_plain, _ = rope.visual_positions(0, 5, gh, gw)
+    np.testing.assert_array_equal(pos[g:], pos_plain)
     # spatial grid row-major, same for every frame (reference included)
     np.testing.assert_array_equal(pos[:g, 1:], [[0, 0], [0, 1], [0, 2], [1, 0], [1, 1], [1, 2]])
     np.testing.assert_array_equal(pos[g:2 * g, 1:], pos[:g, 1:])
@@ -36,7 +36,7 @@ def test_positions_reference_temporal_null_motion_just_before_noisy():
 def test_reference_tokens_get_no_temporal_rotation():
     d = 24
     dt, dh, dw = rope.axis_dims(d)
-    pos, on = rope.visual_positions(1, 0, 2, 2, 2)
+    pos, on = rope.visual_positions(1, 2, 2, 2)
     pos = pos.copy()
     pos[:4, 0] = 7.0  # even a non-zero temporal position must not rotate a reference token
     cos, sin = rope.rope_angles(pos, on, d)

@@ -97,9 +97,50 @@ def test_ema_and_schedule():
     # step 1 had lr 0: params unchanged, EMA = params
     for a, b_ in zip(p1, p0):
         np.testing.assert_allclose(a, b_, atol=1e-7)
-    # step 2: ema = 0.5 * ema + 0.5 * new params
+    # step 2 (one update before it): ema = d * ema + (1 - d) * params, d = min(0.5, 2 / 11)
+    d = min(0.5, 2 / 11)
+    assert float(m["ema_decay"]) == pytest.approx(d)
     for e, p, e_prev in zip(_leaves(s2.ema), _leaves(s2.params), e1):
-        np.testing.assert_allclose(e, 0.5 * e_prev + 0.5 * p, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(e, d * e_prev + (1 - d) * p, rtol=1e-6, atol=1e-7)
+    assert float(trainer.ema_decay_at(10**6, 0.5)) == 0.5        # the cap
+
+
+@pytest.mark.parametrize("warmup", [True, False])
+def test_ema_follows_a_short_run_with_warmup(warmup):
+    """50 steps at decay 0.999: with warmup the EMA is within 25% of the distance the
+    params travelled from the init; without it, it is still mostly the init (> 90%)."""
+    cfg = train_toy.toy_config()
+    cfg.optim.update(ema_decay=0.999, ema_warmup=warmup, decay_steps=50)
+    su = trainer.setup(cfg)
+    state = su.init_state(0)
+    p0 = _leaves(state.params)
+    for b in _toy_batches(cfg, 50):
+        state, _ = su.step(state, su.global_batch(b))
+    p, e = _leaves(state.params), _leaves(state.ema)
+    travelled = np.sqrt(sum(np.sum((a - b) ** 2) for a, b in zip(p, p0)))
+    gap = np.sqrt(sum(np.sum((a - b) ** 2) for a, b in zip(e, p)))
+    assert travelled > 0.1
+    if warmup:
+        assert gap < 0.25 * travelled, (gap, travelled)
+    else:
+        assert gap > 0.9 * travelled, (gap, travelled)
+
+
+def test_recipe_is_recorded_in_every_checkpoint(tmp_path):
+    cfg = train_toy.toy_config(steps=4)
+    status = trainer.train(cfg, str(tmp_path), objective=_RecipeToy(cfg))
+    assert status == trainer.OK
+    from omnijax.train import checkpoint as ckpt_lib
+    ck = ckpt_lib.Checkpointer(tmp_path / "checkpoints")
+    for step in ck.all_steps():
+        assert ck.restore_config(step)["recipe"] == {"flow_shift": 2.5, "latent_frames": 5}
+    ck.close()
+    assert json.loads((tmp_path / "config.json").read_text())["recipe"]["flow_shift"] == 2.5
+
+
+class _RecipeToy(train_toy.ToyObjective):
+    def recipe(self):
+        return {"flow_shift": 2.5, "latent_frames": 5}
 
 
 def test_loop_guard_stops_with_last_good_checkpoint(tmp_path):
@@ -152,8 +193,8 @@ def test_mmdit_sharded_step_equals_single_device_step():
     batches = [next(data) for _ in range(2)]
     _, s1, l1 = _run(cfg, dict(data=1, fsdp=1, context=1, tensor=1), batches, devices=jax.devices()[:1])
     _, s8, l8 = _run(cfg, dict(data=1, fsdp=4, context=1, tensor=2), batches)
-    qkv = s8.params["blocks"]["visual"]["qkv"]["kernel"][...]
-    assert qkv.sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor")  # (layers, embed, heads)
+    q = s8.params["blocks"]["visual"]["q"]["kernel"][...]
+    assert q.sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor")  # (layers, embed, heads)
     np.testing.assert_allclose(l8, l1, rtol=2e-5)
     for a, b in zip(_leaves(s8.params), _leaves(s1.params)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

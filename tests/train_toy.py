@@ -37,7 +37,7 @@ class ToyNet(nnx.Module):
 
 class ToyObjective:
     name = "toy"
-    mix_names = ()
+    breakdowns: dict = {}
 
     def __init__(self, cfg):
         self.cfg = cfg

@@ -7,7 +7,12 @@ Timesteps for training come from a logit-normal (t = sigmoid(m + s n)), then a s
 pushes t towards noise for larger token counts (SD3 / Flux: more tokens keep more of the
 signal at a given noise level, so a high-resolution or long video needs more noise):
 
-    t' = shift t / (1 + (shift - 1) t),     shift = exp(mu),  mu linear in the token count.
+    t' = shift t / (1 + (shift - 1) t)
+
+The shift is part of a model's recipe: training uses it, checkpoints record it and the
+sampler's sigmas use the same value. `resolution_shift` is the bounded default rule: 1 up
+to 256 visual tokens, log-linear in the token count up to 5 (Wan2.1's 480p value) at 32k
+tokens, constant beyond.
 
 The loss is a per-sample mean squared error over the noisy frames only (the clean
 reference / motion prefix is input, not target), so the trainer can report the loss of
@@ -52,13 +57,28 @@ def shift_timesteps(t: jax.Array, shift: float | jax.Array) -> jax.Array:
     return shift * t / (1.0 + (shift - 1.0) * t)
 
 
-def resolution_shift(num_tokens: int, *, base_tokens: int = 256, max_tokens: int = 4096,
-                     base_shift: float = 0.5, max_shift: float = 1.15) -> float:
-    """exp(mu) with mu linear in the token count through (base_tokens, base_shift) and
-    (max_tokens, max_shift) (Flux's defaults); grows with the token count."""
-    slope = (max_shift - base_shift) / (max_tokens - base_tokens)
-    mu = base_shift + slope * (num_tokens - base_tokens)
-    return float(math.exp(mu))
+def resolution_shift(num_tokens: int, *, base_tokens: int = 256, max_tokens: int = 32768,
+                     max_shift: float = 5.0) -> float:
+    """Shift for `num_tokens` visual tokens: 1 at <= base_tokens, `max_shift` at >=
+    max_tokens, log-linear in between. Bounded on both sides by construction, so no
+    token count extrapolates it (an unbounded exp-linear rule reaches ~400 at 33k tokens)."""
+    if num_tokens < 1:
+        raise ValueError(f"num_tokens must be >= 1, got {num_tokens}")
+    frac = math.log(max(num_tokens, base_tokens) / base_tokens) / math.log(max_tokens / base_tokens)
+    return float(max_shift ** min(frac, 1.0))
+
+
+def resolve_shift(value: str | float, num_tokens: int) -> float:
+    """A config's shift: a number (> 0) as is, or "auto" = `resolution_shift(num_tokens)`."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return resolution_shift(num_tokens)
+    try:
+        shift = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"flow shift must be a number > 0 or 'auto', got {value!r}") from None
+    if not shift > 0:
+        raise ValueError(f"flow shift must be > 0, got {shift}")
+    return shift
 
 
 def sample_t(key: jax.Array, batch: int, *, mean: float = 0.0, std: float = 1.0, shift: float = 1.0

@@ -18,6 +18,10 @@ from flax import nnx
 
 from omnijax.models.partitioning import param_init
 
+# The condition vocabulary of the whole project, in the one order that mix codes (bit i =
+# condition i) and the curriculum's per-sample draws use: changing it changes both.
+CONDITIONS = ("ref", "text", "audio", "pose")
+
 _dense = nnx.initializers.lecun_normal()
 _zeros = nnx.initializers.zeros_init()
 _normal = nnx.initializers.normal(0.02)

@@ -1,7 +1,7 @@
 """LoRA adapters on chosen linear projections of any NNX model.
 
-    apply_lora(model, rank=128, alpha=64, targets=(r"blocks/.*/(qkv|out)$",), rngs=...)
-        every nnx.Linear whose path ("blocks/visual/qkv", slash-joined) matches one of the
+    apply_lora(model, rank=128, alpha=64, targets=(r"blocks/.*/(q|k|v|out)$",), rngs=...)
+        every nnx.Linear whose path ("blocks/visual/q", slash-joined) matches one of the
         regexes is wrapped in a LoRALinear: y = base(x) + (alpha / rank) * (x A) B
     trainable filter: LoRAParam (the train state's optimizer sees only adapters)
     merge_lora(model)  folds every adapter into its base kernel (W + alpha/rank * A B) and

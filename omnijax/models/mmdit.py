@@ -1,22 +1,31 @@
 """MMDiT with omni-conditions: two token streams, joint attention, adaLN-zero, audio cross-attention.
 
-    x (B, F, h, w, c) noisy latents  (+ pose features on extra channels)
-    ref (B, 1, h, w, c), motion (B, M, h, w, c)   clean prefix, modulated as t = 0
-        -> patchify 1x2x2 -> visual tokens [ref | motion | noisy]       (B, N, W)
+    x (B, F, h, w, c) the whole window: clean motion frames at their clean values, the
+        other frames noisy at t; clean (B, F) bool marks the motion frames (a per-sample
+        prefix is data, not shape: one compiled program serves every prefix length)
+    ref (B, 1, h, w, c) reference latent, modulated as t = 0, temporal RoPE off
+        -> patchify 1x2x2 -> visual tokens [ref | frames]                (B, N, W)
     text (B, L, Dt) -> projector -> text tokens                         (B, L, W)
-    audio (B, T, Da) -> projector -> per-latent-frame windows           (B, F, S, W)
+    audio (B, T, Da), pose (B, T, Hp, Wp, K): the window's T = 1 + 4(F - 1) video frames,
+        grouped per latent frame on that timeline
     per block (scanned, remat policy from config):
-        adaLN(t) -> joint attention over [visual | text] (own qkv/out weights, RMS QK-norm,
-        3D RoPE on visual) -> audio cross-attention (noisy tokens of frame f see only the
-        audio window of f) -> adaLN(t) -> separate MLPs
-    noisy tokens -> adaLN(t) -> linear -> unpatchify -> velocity       (B, F, h, w, c)
+        adaLN(t per frame) -> joint attention over [visual | text] (own q/k/v/out weights,
+        RMS QK-norm, 3D RoPE on visual) -> audio cross-attention (tokens of noisy frame f see
+        only the audio window of f) -> adaLN -> separate MLPs
+    frame tokens -> adaLN -> linear -> unpatchify -> velocity           (B, F, h, w, c)
+
+Every frame carries its own timestep (clean frames and the reference at t = 0), so
+modulation is per frame: one (B, frames, 6, W) table broadcast over each frame's tokens.
+Clean frames are context only: they get no audio or pose (their own audio reaches the
+noisy frames through the noisy frames' audio windows) and their output is never a target.
 
 Modulation follows Wan2.1: one time projection to 6 x W per stream shared by all blocks,
 plus a learned per-block table; both zero-initialised (adaLN-zero), so a fresh block is
 the identity and a fresh model outputs zeros.
 
 The residual stream is float32; matmuls run in `config.dtype` (bf16 on accelerators) with
-`config.param_dtype` master weights.
+`config.param_dtype` master weights. q, k and v are separate projections, each split on
+`heads`, so tensor parallelism never splits one of them across another's shard.
 """
 
 from __future__ import annotations
@@ -32,9 +41,8 @@ from flax import nnx
 from omnijax.models import conditions as cond
 from omnijax.models.attention import attention
 from omnijax.models.partitioning import constrain, param_init
+from omnijax.models.conditions import CONDITIONS
 from omnijax.models.rope import apply_rope, rope_angles, visual_positions
-
-CONDITIONS = ("ref", "audio", "pose", "text")
 
 REMAT_POLICIES = {
     "none": None,
@@ -131,20 +139,21 @@ def _layer_norm(dim: int, eps: float, rngs: nnx.Rngs, affine: bool = False) -> n
                          bias_init=param_init(nnx.initializers.zeros_init(), "norm"), rngs=rngs)
 
 
-def _modulate(x: jax.Array, shift: jax.Array, scale: jax.Array, n_prefix: int) -> jax.Array:
-    """x (B, N, W); shift/scale (B, 2, W): row 0 for the clean prefix tokens, row 1 for the rest."""
-    if n_prefix == 0:
-        return x * (1 + scale[:, 1:2]) + shift[:, 1:2]
-    head = x[:, :n_prefix] * (1 + scale[:, 0:1]) + shift[:, 0:1]
-    tail = x[:, n_prefix:] * (1 + scale[:, 1:2]) + shift[:, 1:2]
-    return jnp.concatenate([head, tail], axis=1)
+def _per_frame(x: jax.Array, frames: int) -> jax.Array:
+    """(B, frames * G, W) tokens -> (B, frames, G, W): each frame's tokens share a timestep."""
+    b, n, w = x.shape
+    return x.reshape(b, frames, n // frames, w)
 
 
-def _gate(x: jax.Array, gate: jax.Array, n_prefix: int) -> jax.Array:
-    """x (B, N, W) times gate (B, 2, W), row 0 on the prefix tokens, row 1 on the rest."""
-    if n_prefix == 0:
-        return x * gate[:, 1:2]
-    return jnp.concatenate([x[:, :n_prefix] * gate[:, 0:1], x[:, n_prefix:] * gate[:, 1:2]], axis=1)
+def _modulate(x: jax.Array, shift: jax.Array, scale: jax.Array) -> jax.Array:
+    """x (B, N, W) tokens of `frames` equal-sized frames; shift/scale (B, frames, W)."""
+    xf = _per_frame(x, shift.shape[1])
+    return (xf * (1 + scale[:, :, None]) + shift[:, :, None]).reshape(x.shape)
+
+
+def _gate(x: jax.Array, gate: jax.Array) -> jax.Array:
+    """x (B, N, W) times a per-frame gate (B, frames, W)."""
+    return (_per_frame(x, gate.shape[1]) * gate[:, :, None]).reshape(x.shape)
 
 
 class StreamWeights(nnx.Module):
@@ -154,7 +163,9 @@ class StreamWeights(nnx.Module):
         d, dt, pdt = cfg.width, jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
         kw = dict(rngs=rngs, dtype=dt, param_dtype=pdt)
         self.norm1 = _layer_norm(d, cfg.norm_eps, rngs)
-        self.qkv = cond.linear(d, 3 * d, ("embed", "heads"), **kw)
+        self.q = cond.linear(d, d, ("embed", "heads"), **kw)
+        self.k = cond.linear(d, d, ("embed", "heads"), **kw)
+        self.v = cond.linear(d, d, ("embed", "heads"), **kw)
         self.q_norm = _rms_norm(cfg.head_dim, cfg.norm_eps, rngs, pdt)
         self.k_norm = _rms_norm(cfg.head_dim, cfg.norm_eps, rngs, pdt)
         self.out = cond.linear(d, d, ("heads", "embed"), **kw)
@@ -167,10 +178,10 @@ class StreamWeights(nnx.Module):
 
     def qkv_heads(self, x: jax.Array, heads: int) -> tuple[jax.Array, jax.Array, jax.Array]:
         b, n, _ = x.shape
-        q, k, v = jnp.split(self.qkv(x), 3, axis=-1)
-        q = self.q_norm(q.reshape(b, n, heads, -1)).astype(v.dtype)
-        k = self.k_norm(k.reshape(b, n, heads, -1)).astype(v.dtype)
-        return q, k, v.reshape(b, n, heads, -1)
+        v = self.v(x).reshape(b, n, heads, -1)
+        q = self.q_norm(self.q(x).reshape(b, n, heads, -1)).astype(v.dtype)
+        k = self.k_norm(self.k(x).reshape(b, n, heads, -1)).astype(v.dtype)
+        return q, k, v
 
     def mlp(self, x: jax.Array) -> jax.Array:
         h = nnx.gelu(self.mlp_in(x), approximate=True)
@@ -179,7 +190,7 @@ class StreamWeights(nnx.Module):
 
 
 class AudioCrossAttention(nnx.Module):
-    """Noisy-frame tokens of latent frame f attend to the audio tokens of frame f only."""
+    """The tokens of latent frame f attend to the audio tokens of frame f's window only."""
 
     def __init__(self, cfg: MMDiTConfig, *, rngs: nnx.Rngs):
         d, dt, pdt = cfg.width, jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
@@ -188,22 +199,23 @@ class AudioCrossAttention(nnx.Module):
         self.attention = cfg.attention
         self.norm = _layer_norm(d, cfg.norm_eps, rngs, affine=True)
         self.q = cond.linear(d, d, ("embed", "heads"), **kw)
-        self.kv = cond.linear(d, 2 * d, ("embed", "heads"), **kw)
+        self.k = cond.linear(d, d, ("embed", "heads"), **kw)
+        self.v = cond.linear(d, d, ("embed", "heads"), **kw)
         self.q_norm = _rms_norm(cfg.head_dim, cfg.norm_eps, rngs, pdt)
         self.k_norm = _rms_norm(cfg.head_dim, cfg.norm_eps, rngs, pdt)
         # zero-init: audio enters a pretrained backbone as a no-op and is learned from there.
         self.out = cond.linear(d, d, ("heads", "embed"), zero=True, **kw)
 
     def __call__(self, x: jax.Array, audio: jax.Array, audio_mask: jax.Array, frames: int) -> jax.Array:
-        """x (B, F*G, W) noisy tokens; audio (B, F, S, W); audio_mask (B, F, S) -> update (B, F*G, W)."""
+        """x (B, F*G, W) frame tokens; audio (B, F, S, W); audio_mask (B, F, S) -> update (B, F*G, W)."""
         b, n, d = x.shape
         g = n // frames
         s = audio.shape[2]
         h = self.norm(x).astype(x.dtype).reshape(b * frames, g, d)
         q = self.q_norm(self.q(h).reshape(b * frames, g, self.heads, -1))
-        k, v = jnp.split(self.kv(audio.reshape(b * frames, s, d)), 2, axis=-1)
-        k = self.k_norm(k.reshape(b * frames, s, self.heads, -1))
-        v = v.reshape(b * frames, s, self.heads, -1)
+        a = audio.reshape(b * frames, s, d)
+        k = self.k_norm(self.k(a).reshape(b * frames, s, self.heads, -1))
+        v = self.v(a).reshape(b * frames, s, self.heads, -1)
         o = attention(q.astype(v.dtype), k.astype(v.dtype), v, audio_mask.reshape(b * frames, s),
                       implementation=self.attention)
         return self.out(o.reshape(b, n, d))
@@ -217,17 +229,17 @@ class MMDiTBlock(nnx.Module):
         self.text = StreamWeights(cfg, rngs=rngs)
         self.audio = AudioCrossAttention(cfg, rngs=rngs)
 
-    def __call__(self, x: jax.Array, y: jax.Array, ctx: dict, n_prefix: int, frames: int
-                 ) -> tuple[jax.Array, jax.Array]:
-        """x (B, N, W) visual; y (B, L, W) text; ctx holds modulations, rope, masks, audio."""
-        vmod = ctx["visual_mod"] + self.visual.modulation[...][None, None]  # (B, 2, 6, W)
+    def __call__(self, x: jax.Array, y: jax.Array, ctx: dict) -> tuple[jax.Array, jax.Array]:
+        """x (B, N, W) visual [ref | frames]; y (B, L, W) text; ctx holds modulations, rope,
+        masks, audio tokens and the per-frame audio gate."""
+        vmod = ctx["visual_mod"] + self.visual.modulation[...][None, None]  # (B, frames, 6, W)
         tmod = ctx["text_mod"] + self.text.modulation[...][None]            # (B, 6, W)
         v_sh1, v_sc1, v_g1, v_sh2, v_sc2, v_g2 = (vmod[:, :, i] for i in range(6))
         t_sh1, t_sc1, t_g1, t_sh2, t_sc2, t_g2 = (tmod[:, None, i] for i in range(6))
         n = x.shape[1]
 
         # joint attention over [visual | text]
-        hx = _modulate(self.visual.norm1(x), v_sh1, v_sc1, n_prefix)
+        hx = _modulate(self.visual.norm1(x), v_sh1, v_sc1)
         hy = self.text.norm1(y) * (1 + t_sc1) + t_sh1
         qx, kx, vx = self.visual.qkv_heads(hx, self.heads)
         qy, ky, vy = self.text.qkv_heads(hy, self.heads)
@@ -238,18 +250,21 @@ class MMDiTBlock(nnx.Module):
         v = constrain(jnp.concatenate([vx, vy], 1), ("batch", "length", "act_heads", "head_dim"))
         o = attention(q, k, v, ctx["key_mask"], implementation=self.attention)
         o = o.reshape(*o.shape[:2], -1)
-        x = x + _gate(self.visual.out(o[:, :n]), v_g1, n_prefix)
+        x = x + _gate(self.visual.out(o[:, :n]), v_g1)
         y = y + self.text.out(o[:, n:]) * t_g1
 
-        # audio cross-attention on the noisy tokens only
-        if "audio" in ctx:
-            upd = self.audio(x[:, n_prefix:], ctx["audio"], ctx["audio_mask"], frames)
-            x = jnp.concatenate([x[:, :n_prefix], x[:, n_prefix:] + upd], axis=1) if n_prefix else x + upd
+        # audio cross-attention on the frame tokens, gated off on clean frames (a mask, so
+        # every prefix length runs the same program)
+        n_ref = ctx["n_ref_tokens"]
+        frames = ctx["audio"].shape[1]
+        upd = self.audio(x[:, n_ref:], ctx["audio"], ctx["audio_mask"], frames)
+        upd = _gate(upd, ctx["audio_gate"])
+        x = jnp.concatenate([x[:, :n_ref], x[:, n_ref:] + upd], axis=1) if n_ref else x + upd
         x = constrain(x, ("batch", "length", "act_embed"))
 
         # separate MLPs
-        hx = _modulate(self.visual.norm2(x), v_sh2, v_sc2, n_prefix)
-        x = x + _gate(self.visual.mlp(hx), v_g2, n_prefix)
+        hx = _modulate(self.visual.norm2(x), v_sh2, v_sc2)
+        x = x + _gate(self.visual.mlp(hx), v_g2)
         hy = self.text.norm2(y) * (1 + t_sc2) + t_sh2
         y = y + self.text.mlp(hy) * t_g2
         return constrain(x, ("batch", "length", "act_embed")), constrain(y, ("batch", "text_length", "act_embed"))
@@ -272,7 +287,7 @@ def unpatchify(tokens: jax.Array, frames: int, h: int, w: int, patch: tuple[int,
 
 
 class MMDiT(nnx.Module):
-    """`MMDiT(config, rngs=nnx.Rngs(0))(x, t, *, ref, motion, audio, pose, text, text_mask, keep)`."""
+    """`MMDiT(config, rngs=nnx.Rngs(0))(x, t, *, clean, ref, audio, pose, text, text_mask, keep)`."""
 
     def __init__(self, config: MMDiTConfig, *, rngs: nnx.Rngs):
         cfg = self.config = config
@@ -301,21 +316,22 @@ class MMDiT(nnx.Module):
         self.final_out = cond.linear(d, ph * pw * cfg.latent_channels, ("embed", "patch"), zero=True, **kw)
 
     # ---------------------------------------------------------------- input checks
-    def _check(self, x, t, ref, motion, audio, pose, text, text_mask, keep) -> None:
+    def _check(self, x, t, clean, ref, audio, pose, text, text_mask, keep) -> None:
         cfg = self.config
         if x.ndim != 5 or x.shape[-1] != cfg.latent_channels:
-            raise ValueError(f"x must be (B, F, h, w, {cfg.latent_channels}) noisy latents, got {x.shape}")
+            raise ValueError(f"x must be (B, F, h, w, {cfg.latent_channels}) latents, got {x.shape}")
         b, f, h, w, c = x.shape
         ph, pw = cfg.patch
         if h % ph or w % pw:
             raise ValueError(f"latent grid {h}x{w} is not divisible by the patch {cfg.patch}")
         if t.shape != (b,):
             raise ValueError(f"t must be (B,) = ({b},), got {t.shape}")
-        for name, arr in (("ref", ref), ("motion", motion)):
-            if arr is not None and (arr.ndim != 5 or arr.shape[0] != b or arr.shape[2:] != (h, w, c)):
-                raise ValueError(f"{name} must be (B, n, h, w, c) = ({b}, n, {h}, {w}, {c}), got {arr.shape}")
-        if ref is not None and ref.shape[1] != 1:
-            raise ValueError(f"ref must hold exactly one latent frame, got {ref.shape}")
+        if clean is not None and jnp.shape(clean) != (b, f):
+            raise ValueError(f"clean must be (B, F) = ({b}, {f}) bool (True = clean motion frame), "
+                             f"got {jnp.shape(clean)}")
+        if ref is not None and (ref.ndim != 5 or ref.shape != (b, 1, h, w, c)):
+            raise ValueError(f"ref must hold exactly one latent frame (B, 1, h, w, c) = "
+                             f"({b}, 1, {h}, {w}, {c}), got {ref.shape}")
         n_video = 1 + 4 * (f - 1)
         if audio is not None and audio.shape != (b, n_video, cfg.audio_dim):
             raise ValueError(f"audio must be (B, 1 + 4(F-1), audio_dim) = ({b}, {n_video}, {cfg.audio_dim}), "
@@ -336,31 +352,33 @@ class MMDiT(nnx.Module):
                 raise ValueError(f"keep[{name!r}] must be (B,) = ({b},) bool, got {jnp.shape(k)}")
 
     # ---------------------------------------------------------------- forward
-    def __call__(self, x: jax.Array, t: jax.Array, *, ref: jax.Array | None = None,
-                 motion: jax.Array | None = None, audio: jax.Array | None = None,
+    def __call__(self, x: jax.Array, t: jax.Array, *, clean: jax.Array | None = None,
+                 ref: jax.Array | None = None, audio: jax.Array | None = None,
                  pose: jax.Array | None = None, text: jax.Array | None = None,
                  text_mask: jax.Array | None = None, keep: Mapping[str, jax.Array] | None = None) -> jax.Array:
+        """Velocity (B, F, h, w, c) for every frame of `x`; only the noisy frames' rows
+        (`~clean`) mean anything: the loss and the sampler ignore the clean ones."""
         cfg = self.config
         t = jnp.asarray(t, jnp.float32)
-        self._check(x, t, ref, motion, audio, pose, text, text_mask, keep)
+        self._check(x, t, clean, ref, audio, pose, text, text_mask, keep)
         b, f, h, w, c = x.shape
         dt = jnp.dtype(cfg.dtype)
         keep = {name: jnp.ones((b,), bool) if (keep is None or name not in keep) else jnp.asarray(keep[name], bool)
                 for name in CONDITIONS}
+        noisy = jnp.ones((b, f), bool) if clean is None else ~jnp.asarray(clean, bool)   # (B, F)
+        noisy_f = noisy.astype(jnp.float32)
 
-        # visual tokens [ref | motion | noisy]; pose features ride on extra channels of the noisy frames
+        # visual tokens [ref | frames]; pose features ride on extra channels of the noisy frames
         pose_feat = (self.pose(pose, keep["pose"]) if pose is not None
                      else jnp.zeros((b, f, h, w, cfg.pose_dim), x.dtype))
+        pose_feat = pose_feat.astype(jnp.float32) * noisy_f[:, :, None, None, None]
         n_ref = 0 if ref is None else 1
-        n_motion = 0 if motion is None else motion.shape[1]
-        latents = jnp.concatenate([a.astype(jnp.float32) for a in (ref, motion, x) if a is not None], axis=1)
-        extra = jnp.concatenate([jnp.zeros((b, n_ref + n_motion, h, w, cfg.pose_dim), jnp.float32),
-                                 pose_feat.astype(jnp.float32)], axis=1)
+        latents = jnp.concatenate([a.astype(jnp.float32) for a in (ref, x) if a is not None], axis=1)
+        extra = jnp.concatenate([jnp.zeros((b, n_ref, h, w, cfg.pose_dim), jnp.float32), pose_feat], axis=1)
         tokens = patchify(jnp.concatenate([latents, extra], axis=-1), cfg.patch)
         vis = self.patch_embed(tokens).astype(jnp.float32)
         vis = constrain(vis, ("batch", "length", "act_embed"))
         per_frame = (h // cfg.patch[0]) * (w // cfg.patch[1])
-        n_prefix = (n_ref + n_motion) * per_frame
 
         # text stream
         if text is None:
@@ -370,40 +388,47 @@ class MMDiT(nnx.Module):
             txt, txt_mask = self.text(text.astype(dt), mask, keep["text"])
         txt = txt.astype(jnp.float32)
 
-        # timestep: noisy tokens at t, clean prefix tokens at t = 0
-        temb = self.time(jnp.concatenate([jnp.zeros_like(t), t]))      # (2B, W): [clean; noisy]
-        temb_clean, temb_noisy = temb[:b], temb[b:]
-        tproj = self.visual_time_proj(nnx.silu(jnp.stack([temb_clean, temb_noisy], 1)))
-        visual_mod = tproj.reshape(b, 2, 6, -1).astype(jnp.float32)
-        text_mod = self.text_time_proj(nnx.silu(temb_noisy)).reshape(b, 6, -1).astype(jnp.float32)
+        # timesteps: every visual frame its own (reference and clean frames at t = 0); the
+        # text stream and nothing else follows the noisy frames' t
+        frame_t = jnp.where(noisy, t[:, None], 0.0)                               # (B, F)
+        frame_t = jnp.concatenate([jnp.zeros((b, n_ref)), frame_t], axis=1)       # (B, frames)
+        frames = n_ref + f
+        temb = self.time(jnp.concatenate([frame_t.reshape(-1), t]))              # (B*frames + B, W)
+        temb_frames = temb[:b * frames].reshape(b, frames, -1)
+        temb_noisy = temb[b * frames:]
+        visual_mod = self.visual_time_proj(nnx.silu(temb_frames)).reshape(b, frames, 6, -1)
+        text_mod = self.text_time_proj(nnx.silu(temb_noisy)).reshape(b, 6, -1)
 
-        pos, temporal_on = visual_positions(n_ref, n_motion, f, h // cfg.patch[0], w // cfg.patch[1])
+        pos, temporal_on = visual_positions(n_ref, f, h // cfg.patch[0], w // cfg.patch[1])
         cos, sin = rope_angles(pos, temporal_on, cfg.head_dim, cfg.rope_theta)
         vis_mask = jnp.ones((b, vis.shape[1]), bool)
         if n_ref:  # a dropped reference is excluded from every key set
             vis_mask = vis_mask.at[:, :per_frame].set(keep["ref"][:, None])
-        ctx = dict(visual_mod=visual_mod, text_mod=text_mod, rope_cos=cos, rope_sin=sin,
-                   key_mask=jnp.concatenate([vis_mask, txt_mask], axis=1))
+        ctx = dict(visual_mod=visual_mod.astype(jnp.float32), text_mod=text_mod.astype(jnp.float32),
+                   rope_cos=cos, rope_sin=sin, key_mask=jnp.concatenate([vis_mask, txt_mask], axis=1),
+                   audio_gate=jnp.broadcast_to(noisy_f[:, :, None], (b, f, 1)),
+                   n_ref_tokens=n_ref * per_frame)
         if audio is not None:
             ctx["audio"], ctx["audio_mask"] = self.audio(audio.astype(dt), keep["audio"])
         else:
             ctx["audio"], ctx["audio_mask"] = self.audio.null_tokens(b, f, dt)
 
-        vis, txt = self._run_blocks(vis, txt, ctx, n_prefix, f)
+        vis, txt = self._run_blocks(vis, txt, ctx)
 
-        # output head on the noisy tokens
-        noisy = vis[:, n_prefix:]
-        fmod = self.final_time_proj(nnx.silu(temb_noisy)).reshape(b, 2, -1) + self.final_modulation[...][None]
-        shift, scale = fmod[:, 0:1], fmod[:, 1:2]
-        out = self.final_out(self.final_norm(noisy) * (1 + scale) + shift)
+        # output head on the frame tokens, modulated by each frame's own t
+        out_tokens = vis[:, n_ref * per_frame:]
+        fmod = self.final_time_proj(nnx.silu(temb_frames[:, n_ref:])).reshape(b, f, 2, -1)
+        fmod = fmod + self.final_modulation[...][None, None]
+        out = self.final_out(_modulate(self.final_norm(out_tokens), fmod[:, :, 0], fmod[:, :, 1]))
         return unpatchify(out.astype(jnp.float32), f, h, w, cfg.patch)
 
-    def _run_blocks(self, vis, txt, ctx, n_prefix: int, frames: int):
+    def _run_blocks(self, vis, txt, ctx):
         cfg = self.config
+        n_ref = ctx.pop("n_ref_tokens")   # static: stays out of the scanned/remat'ed operands
 
         def body(block: MMDiTBlock, carry, ctx):
             x, y = carry
-            return block(x, y, ctx, n_prefix, frames)
+            return block(x, y, {**ctx, "n_ref_tokens": n_ref})
 
         policy = REMAT_POLICIES[cfg.remat]
         if cfg.remat != "none":

@@ -4,7 +4,7 @@ The head dimension is split into a temporal, a height and a width part (Wan2.1's
 h and w get 2 * (D // 6) each, t the rest); each part rotates adjacent channel pairs
 (x[2i], x[2i+1]) by position * theta^(-2i / d_part).
 
-Positions are given per token, so the visual sequence `[reference | motion | noisy]` is
+Positions are given per token, so the visual sequence `[reference | frames]` is
 described by one `(N, 3)` table plus a per-token flag that switches the temporal rotation
 off: reference tokens are an identity anchor, not a moment in time, so their temporal
 part is not rotated at all (angle 0), while their spatial parts are.
@@ -24,23 +24,25 @@ def axis_dims(head_dim: int) -> tuple[int, int, int]:
     return head_dim - 2 * hw, hw, hw
 
 
-def visual_positions(n_ref: int, n_motion: int, n_noisy: int, grid_h: int, grid_w: int
+def visual_positions(n_ref: int, n_frames: int, grid_h: int, grid_w: int
                      ) -> tuple[np.ndarray, np.ndarray]:
-    """Token positions for the packed sequence `[ref | motion | noisy]`, each frame a
+    """Token positions for the packed sequence `[ref | frames]`, each frame a
     `grid_h x grid_w` token grid in row-major order.
 
-    Noisy frames sit at t = 0..F-1 whatever the prefix, motion frames at the positions
-    just before them (t = -M..-1), reference frames have their temporal rotation off.
-    Returns positions `(N, 3)` float32 and `temporal_on` `(N,)` float32 (0 for reference).
+    The window's frames sit at t = 0..F-1 whether they are clean motion frames or noisy
+    ones (the prefix is a per-sample mask, not a shift of positions), so training windows
+    and sampled segments see the same positions; reference frames have their temporal
+    rotation off. Returns positions `(N, 3)` float32 and `temporal_on` `(N,)` float32
+    (0 for reference).
     """
-    frames_t = np.concatenate([np.zeros(n_ref), np.arange(-n_motion, 0), np.arange(n_noisy)])
-    temporal_on = np.concatenate([np.zeros(n_ref), np.ones(n_motion + n_noisy)])
+    frames_t = np.concatenate([np.zeros(n_ref), np.arange(n_frames)])
+    temporal_on = np.concatenate([np.zeros(n_ref), np.ones(n_frames)])
     hh, ww = np.meshgrid(np.arange(grid_h), np.arange(grid_w), indexing="ij")
     per_frame = grid_h * grid_w
-    n_frames = frames_t.shape[0]
+    n_total = frames_t.shape[0]
     pos = np.stack([np.repeat(frames_t, per_frame),
-                    np.tile(hh.reshape(-1), n_frames),
-                    np.tile(ww.reshape(-1), n_frames)], axis=-1)
+                    np.tile(hh.reshape(-1), n_total),
+                    np.tile(ww.reshape(-1), n_total)], axis=-1)
     return pos.astype(np.float32), np.repeat(temporal_on, per_frame).astype(np.float32)
 
 

@@ -11,8 +11,13 @@ An objective bundles what the generic loop needs and nothing else:
 
 VAE: reconstruction (L1 + L2) + KL to N(0, I), so small VAEs can be trained (SynthTalk).
 MMDiT: flow matching on cached, normalised latents with the batch's `keep_*` masks, a
-clean motion-frame prefix with probability `motion_prob`, and the loss broken down by
-condition mix (which of ref/text/audio/pose each sample kept).
+per-sample clean motion-frame prefix (probability `motion_prob`, lengths `motion_frames`;
+DESIGN "Motion frames": 2 latent frames = the 5 video frames a segment hands the next one),
+and the loss broken down by condition mix and by prefix.
+
+`recipe()` is what sampling must repeat (the flow shift, timestep distribution, latent
+shape, motion frames, conditions trained): the trainer records it in every checkpoint's
+config, and export copies it into the inference directory.
 """
 
 from __future__ import annotations
@@ -22,12 +27,24 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from omnijax.models.conditions import CONDITIONS
 from omnijax.train import data as data_lib
 
-CONDITIONS = ("ref", "text", "audio", "pose")
 # mix index = sum(keep_c << i): 16 named condition mixes for the per-mix loss breakdown
 MIX_NAMES = tuple("_".join(c for i, c in enumerate(CONDITIONS) if code >> i & 1) or "none"
                   for code in range(2 ** len(CONDITIONS)))
+PREFIX_NAMES = ("no_prefix", "motion_prefix")
+
+
+def motion_lengths(value, latent_frames: int) -> tuple[int, ...]:
+    """`objective_opts.motion_frames` (an int or a list of ints) -> the allowed prefix
+    lengths, each in [1, latent_frames - 1] (at least one frame must stay noisy)."""
+    lengths = tuple(int(v) for v in (value if isinstance(value, (list, tuple)) else (value,)))
+    bad = [n for n in lengths if not 0 < n < latent_frames]
+    if not lengths or bad:
+        raise ValueError(f"objective_opts.motion_frames={value!r}: every prefix length must be in "
+                         f"[1, latent_frames - 1 = {latent_frames - 1}]")
+    return lengths
 
 
 def _lora_wrap(model: nnx.Module, cfg, rngs: nnx.Rngs) -> nnx.Module:
@@ -55,7 +72,8 @@ def _rows(cfg, mesh) -> tuple[int, int]:
 
 class MMDiTObjective:
     name = "mmdit"
-    mix_names = MIX_NAMES
+    # loss breakdowns the trainer logs: "<key>_loss_sum" / "<key>_count" aux pairs -> names
+    breakdowns = {"mix": MIX_NAMES, "prefix": PREFIX_NAMES}
 
     def __init__(self, cfg):
         from omnijax.models.mmdit import MMDiTConfig
@@ -78,11 +96,13 @@ class MMDiTObjective:
         self.Hp = int(round(self.h * 8 * mc.pose_scale))
         self.Wp = int(round(self.w * 8 * mc.pose_scale))
         self.L = int(d.text_len)
-        self.M = int(cfg.objective_opts.motion_frames)
-        self.motion_prob = float(cfg.objective_opts.motion_prob)
-        if self.motion_prob > 0 and not 0 < self.M < self.F:
-            raise ValueError(f"motion_frames={self.M} must be in [1, latent_frames={self.F}) "
-                             "when motion_prob > 0")
+        o = cfg.objective_opts
+        self.motion_prob = float(o.motion_prob)
+        if not 0.0 <= self.motion_prob <= 1.0:
+            raise ValueError(f"objective_opts.motion_prob={self.motion_prob} must be in [0, 1]")
+        self.motion_lengths = motion_lengths(o.motion_frames, self.F) if self.motion_prob > 0 else ()
+        from omnijax.diffusion import flow
+        self.shift = flow.resolve_shift(o.t_shift, self.tokens_per_example() - self.L)
         self.trainable = _trainable(cfg)
 
     def base_model_fn(self, rngs: nnx.Rngs) -> nnx.Module:
@@ -108,42 +128,55 @@ class MMDiTObjective:
         spec.update({f"keep_{c}": S((B,), b) for c in CONDITIONS})
         return spec
 
-    def _forward(self, model, batch, key, motion: int):
-        """Per-sample flow-matching loss (B,) with `motion` clean prefix frames."""
+    def recipe(self) -> dict:
+        """What a sampler must repeat to sample this model as it was trained."""
+        o = self.cfg.objective_opts
+        return {"flow_shift": self.shift, "t_mean": float(o.t_mean), "t_std": float(o.t_std),
+                "latent_frames": self.F, "latent_height": self.h, "latent_width": self.w,
+                "motion_frames": list(self.motion_lengths), "motion_prob": self.motion_prob,
+                "stage": int(self.cfg.curriculum.stage),
+                "keep_ratios": dict(self.cfg.curriculum.get("ratios", {}))}
+
+    def draw_prefix(self, key: jax.Array, batch: int) -> jax.Array:
+        """(B,) int32 clean prefix lengths: 0 with probability 1 - motion_prob, else one of
+        the allowed lengths, uniformly."""
+        if not self.motion_lengths:
+            return jnp.zeros((batch,), jnp.int32)
+        k_use, k_len = jax.random.split(key)
+        use = jax.random.bernoulli(k_use, self.motion_prob, (batch,))
+        lengths = jnp.asarray(self.motion_lengths, jnp.int32)
+        pick = lengths[jax.random.randint(k_len, (batch,), 0, lengths.shape[0])]
+        return jnp.where(use, pick, 0)
+
+    def per_sample_loss(self, model, batch, prefix: jax.Array, key: jax.Array) -> jax.Array:
+        """Flow-matching loss (B,) over the noisy frames, each sample with its own clean
+        prefix of `prefix[i]` latent frames (data, not shape: one compiled step)."""
         from omnijax.diffusion import flow
         o = self.cfg.objective_opts
-        x0 = batch["latents"]
-        clean, x0 = x0[:, :motion], x0[:, motion:]
-        fn = x0.shape[1]
-        tn = 1 + 4 * (fn - 1)                          # video frames of the noisy frames
-        draw = flow.noised(key, x0, mean=float(o.t_mean), std=float(o.t_std), shift=float(o.t_shift))
+        x0 = batch["latents"]                                            # (B, F, h, w, c)
+        clean = jnp.arange(x0.shape[1])[None] < prefix[:, None]          # (B, F)
+        draw = flow.noised(key, x0, mean=float(o.t_mean), std=float(o.t_std), shift=self.shift)
+        x_in = jnp.where(clean[:, :, None, None, None], x0, draw["x_t"])
         keep = {c: batch[f"keep_{c}"] for c in CONDITIONS}
         dt = jnp.dtype(self.model_config.dtype)
-        pred = model(draw["x_t"].astype(dt), draw["t"], ref=batch["ref_latent"].astype(dt),
-                     motion=clean.astype(dt) if motion else None,
-                     audio=batch["audio"][:, -tn:].astype(dt), pose=batch["pose"][:, -tn:].astype(dt),
+        # audio and pose cover the whole window's T video frames: every noisy latent frame
+        # gets its own 4 frames plus the adjacent window, whatever the prefix
+        pred = model(x_in.astype(dt), draw["t"], clean=clean, ref=batch["ref_latent"].astype(dt),
+                     audio=batch["audio"].astype(dt), pose=batch["pose"].astype(dt),
                      text=batch["text"].astype(dt), text_mask=batch["text_mask"], keep=keep)
-        return flow.per_sample_loss(pred, draw["target"])
+        return flow.per_sample_loss(pred, draw["target"], frame_mask=~clean)
 
     def loss(self, model, batch, rng):
-        k_motion, k_noise = jax.random.split(rng)
-        if self.motion_prob <= 0:
-            per = self._forward(model, batch, k_noise, 0)
-        elif self.motion_prob >= 1:
-            per = self._forward(model, batch, k_noise, self.M)
-        else:
-            # Prefix length is static in the model, so the choice is per batch: both
-            # branches are compiled, one runs.
-            # The model goes in as an explicit (graphdef, state) operand: NNX refuses
-            # modules closed over by a lax control-flow branch.
-            use = jax.random.bernoulli(k_motion, self.motion_prob)
-            graphdef, state = nnx.split(model)
-            per = jax.lax.cond(
-                use, lambda st: self._forward(nnx.merge(graphdef, st), batch, k_noise, self.M),
-                lambda st: self._forward(nnx.merge(graphdef, st), batch, k_noise, 0), state)
+        k_prefix, k_noise = jax.random.split(rng)
+        b = batch["latents"].shape[0]
+        prefix = self.draw_prefix(k_prefix, b)
+        per = self.per_sample_loss(model, batch, prefix, k_noise)
         code = sum(batch[f"keep_{c}"].astype(jnp.int32) << i for i, c in enumerate(CONDITIONS))
         onehot = jax.nn.one_hot(code, len(MIX_NAMES), dtype=jnp.float32)   # (B, 16)
-        aux = {"mix_loss_sum": onehot.T @ per, "mix_count": onehot.sum(0)}
+        has_prefix = jax.nn.one_hot((prefix > 0).astype(jnp.int32), 2, dtype=jnp.float32)
+        aux = {"mix_loss_sum": onehot.T @ per, "mix_count": onehot.sum(0),
+               "prefix_loss_sum": has_prefix.T @ per, "prefix_count": has_prefix.sum(0),
+               "keep_rate/motion": (prefix > 0).astype(jnp.float32).mean()}
         for c in CONDITIONS:
             aux[f"keep_rate/{c}"] = batch[f"keep_{c}"].astype(jnp.float32).mean()
         return per.mean(), aux
@@ -222,7 +255,7 @@ class MMDiTObjective:
 
 class VAEObjective:
     name = "vae"
-    mix_names = ()
+    breakdowns: dict = {}
 
     def __init__(self, cfg):
         from omnijax.models.vae import VAEConfig
@@ -234,6 +267,9 @@ class VAEObjective:
             raise ValueError(f"VAE training clips need T = 1 + 4k frames and H, W multiples of 8, "
                              f"got {self.T}x{self.H}x{self.W}")
         self.trainable = _trainable(cfg)
+
+    def recipe(self) -> dict:
+        return {"frames": self.T, "height": self.H, "width": self.W}
 
     def base_model_fn(self, rngs: nnx.Rngs) -> nnx.Module:
         from omnijax.models.vae import CausalVAE

@@ -52,9 +52,22 @@ def learning_rate_schedule(cfg) -> optax.Schedule:
         decay_steps=total, end_value=float(cfg.lr) * float(cfg.final_lr_ratio))
 
 
-def _decay_mask(params):
-    # No weight decay on biases, norm scales and embeddings' 1-D vectors.
-    return jax.tree.map(lambda x: jnp.ndim(x) >= 2, params)
+# Weight decay by a parameter's role, read from its name, never from its rank: stacked
+# (scanned) layers give every bias, norm scale and modulation table a leading `layers`
+# axis, so "ndim >= 2" decays them all. Matmul / conv kernels, embedding tables and LoRA
+# factors are decayed; biases, norm scales, adaLN modulation tables, learned null tokens and
+# slot / position embeddings are not (pulling them to 0 changes what "absent" means).
+DECAYED_NAMES = frozenset({"kernel", "embedding", "lora_a", "lora_b"})
+
+
+def _leaf_name(path) -> str:
+    names = [k.key for k in path if isinstance(k, jax.tree_util.DictKey)]
+    return str(names[-1]) if names else ""
+
+
+def decay_mask(params):
+    """Same-structure tree of bools: True where AdamW's weight decay applies."""
+    return jax.tree_util.tree_map_with_path(lambda path, _: _leaf_name(path) in DECAYED_NAMES, params)
 
 
 def make_optimizer(cfg) -> tuple[optax.GradientTransformation, optax.Schedule]:
@@ -63,7 +76,7 @@ def make_optimizer(cfg) -> tuple[optax.GradientTransformation, optax.Schedule]:
     tx = optax.chain(
         optax.clip_by_global_norm(float(cfg.clip_norm)),
         optax.adamw(schedule, b1=float(cfg.b1), b2=float(cfg.b2), eps=float(cfg.eps),
-                    weight_decay=float(cfg.weight_decay), mask=_decay_mask),
+                    weight_decay=float(cfg.weight_decay), mask=decay_mask),
     )
     return tx, schedule
 

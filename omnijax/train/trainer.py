@@ -63,9 +63,19 @@ def _split_microbatches(batch: dict, n: int, mesh: Mesh | None) -> dict:
     return jax.tree.map(one, batch)
 
 
+def ema_decay_at(step: jax.Array, decay: float, warmup: bool = True) -> jax.Array:
+    """EMA decay for the update after `step` earlier ones: `min(decay, (1 + n) / (10 + n))`
+    with warmup, so a short run's EMA follows its params instead of staying mostly the
+    random init (at 0.999 and no warmup, 200 steps leave 82% of the EMA at the init)."""
+    if not warmup:
+        return jnp.asarray(decay, jnp.float32)
+    n = jnp.asarray(step, jnp.float32)
+    return jnp.minimum(jnp.float32(decay), (1.0 + n) / (10.0 + n))
+
+
 def make_train_step(graphdef: nnx.GraphDef, loss_fn: Callable, tx: optax.GradientTransformation,
-                    schedule: optax.Schedule, *, ema_decay: float, compute_dtype=jnp.bfloat16,
-                    microbatches: int = 1, mesh: Mesh | None = None):
+                    schedule: optax.Schedule, *, ema_decay: float, ema_warmup: bool = True,
+                    compute_dtype=jnp.bfloat16, microbatches: int = 1, mesh: Mesh | None = None):
     """The pure step `(state, batch) -> (state, metrics)`.
 
     `loss_fn(model, batch, rng) -> (loss, aux)`: `aux` is a dict of arrays that are summed
@@ -107,7 +117,10 @@ def make_train_step(graphdef: nnx.GraphDef, loss_fn: Callable, tx: optax.Gradien
         def apply(_):
             updates, opt_state = tx.update(grads, state.opt_state, state.params)
             params = optax.apply_updates(state.params, updates)
-            ema = jax.tree.map(lambda e, p: e * ema_decay + p * (1.0 - ema_decay), state.ema, params)
+            # counted in successful updates would be nicer, but step (attempts) is what the
+            # state has; a skipped step only nudges the warmup
+            d = ema_decay_at(state.step, ema_decay, ema_warmup)
+            ema = jax.tree.map(lambda e, p: e * d + p * (1.0 - d), state.ema, params)
             return params, opt_state, ema
 
         def skip(_):
@@ -119,6 +132,7 @@ def make_train_step(graphdef: nnx.GraphDef, loss_fn: Callable, tx: optax.Gradien
         new = state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema=ema,
                             bad_steps=bad, skipped=state.skipped + (~finite).astype(jnp.int32))
         metrics = {"loss": loss, "grad_norm": grad_norm, "lr": schedule(state.step),
+                   "ema_decay": ema_decay_at(state.step, ema_decay, ema_warmup),
                    "finite": finite, "bad_steps": bad, "skipped": new.skipped, **aux}
         return new, metrics
 
@@ -280,22 +294,21 @@ class MetricWriter:
             self._jsonl.close()
 
 
-def host_scalars(metrics: dict, mix_names: tuple[str, ...]) -> dict[str, float]:
-    """Device metrics -> flat float dict, turning per-mix sums/counts into mean losses."""
+def host_scalars(metrics: dict, breakdowns: Mapping[str, tuple[str, ...]]) -> dict[str, float]:
+    """Device metrics -> flat float dict. Each breakdown `key -> names` turns the aux pair
+    `<key>_loss_sum` / `<key>_count` (per-group sums) into `loss_<key>/<name>` means and
+    `count_<key>/<name>` counts (e.g. the loss of every condition mix)."""
     m = jax.device_get(metrics)
-    out = {}
-    for k, v in m.items():
-        v = np.asarray(v)
-        if k == "mix_loss_sum" or k == "mix_count":
+    grouped = {f"{k}_loss_sum" for k in breakdowns} | {f"{k}_count" for k in breakdowns}
+    out = {k: float(np.asarray(v)) for k, v in m.items() if k not in grouped and np.ndim(v) == 0}
+    for key, names in breakdowns.items():
+        if f"{key}_loss_sum" not in m:
             continue
-        if v.ndim == 0:
-            out[k] = float(v)
-    if "mix_loss_sum" in m:
-        sums, counts = np.asarray(m["mix_loss_sum"]), np.asarray(m["mix_count"])
-        for name, s, c in zip(mix_names, sums, counts):
-            if c > 0:
-                out[f"loss_mix/{name}"] = float(s / c)
-                out[f"mix_count/{name}"] = float(c)
+        sums, counts = np.asarray(m[f"{key}_loss_sum"]), np.asarray(m[f"{key}_count"])
+        for name, total, count in zip(names, sums, counts):
+            if count > 0:
+                out[f"loss_{key}/{name}"] = float(total / count)
+                out[f"count_{key}/{name}"] = float(count)
     return out
 
 
@@ -351,6 +364,7 @@ def setup(cfg, objective=None, devices=None) -> Setup:
     b_shard = batch_shardings(spec, mesh)
     step_fn = make_train_step(
         graphdef, objective.loss, tx, schedule, ema_decay=float(cfg.optim.ema_decay),
+        ema_warmup=bool(cfg.optim.get("ema_warmup", True)),
         compute_dtype=jnp.dtype(cfg.train.compute_dtype), microbatches=int(cfg.train.microbatches),
         mesh=mesh)
     return Setup(mesh=mesh, objective=objective, graphdef=graphdef, tx=tx, schedule=schedule,
@@ -405,6 +419,9 @@ def train(cfg, workdir: str, objective=None) -> int:
              f"{state_lib.count_params(su.abstract.frozen):,}")
     B = int(cfg.train.batch_size)
     data = objective.make_data(cfg, mesh)
+    # what sampling must repeat (flow shift, latent shape, motion frames): saved with every
+    # checkpoint's config, read by export
+    config_dict["recipe"] = objective.recipe() if hasattr(objective, "recipe") else {}
 
     # ---------------------------------------------------------------- state: resume | init_from | fresh
     ckpt = ckpt_lib.Checkpointer(workdir / "checkpoints", max_to_keep=cfg.checkpoint.keep,
@@ -448,6 +465,29 @@ def train(cfg, workdir: str, objective=None) -> int:
     bar = tqdm(total=total, initial=start, disable=jax.process_index() != 0,
                desc=f"train {objective.name}", dynamic_ncols=True)
     t_last, n_last = time.perf_counter(), start
+
+    def record(step_no: int, metrics: dict) -> int:
+        """Host side of a finished step: log it when due (or when it was bad); -> bad_steps."""
+        nonlocal t_last, n_last
+        bad = int(jax.device_get(metrics["bad_steps"]))
+        if step_no % log_every == 0 or step_no == total or bad:
+            scalars = host_scalars(metrics, getattr(objective, "breakdowns", {}))
+            now = time.perf_counter()
+            dt = (now - t_last) / max(step_no - n_last, 1)
+            t_last, n_last = now, step_no
+            scalars.update({"steps_per_s": 1.0 / dt,
+                            "tokens_per_s": objective.tokens_per_example() * B / dt,
+                            "mfu": flops_per_step / dt / (peak * jax.device_count())})
+            writer.write(step_no, scalars)
+            bar.set_postfix(loss=f"{scalars['loss']:.4g}", skipped=int(scalars["skipped"]))
+        return bad
+
+    # The host never waits for the step it just dispatched: it reads the previous step's
+    # guard counter (done, or nearly) while the device runs this one, and fetches the next
+    # batch meanwhile. It waits for the current step only where a decision needs it: a
+    # checkpoint (never written inside a non-finite streak), the last step, and the
+    # stop-signal poll (a collective in multi-process runs, so every `log_every` steps).
+    pending = None                 # (step, metrics) dispatched, not yet read on the host
     with StopSignal() as stop:
         step = start
         while step < total:
@@ -455,31 +495,32 @@ def train(cfg, workdir: str, objective=None) -> int:
             state, metrics = compiled(state, batch)
             step += 1
             bar.update(1)
-            bad = int(jax.device_get(metrics["bad_steps"]))
-            if step % log_every == 0 or step == total or bad:
-                scalars = host_scalars(metrics, objective.mix_names)
-                now = time.perf_counter()
-                dt = (now - t_last) / max(step - n_last, 1)
-                t_last, n_last = now, step
-                scalars.update({"steps_per_s": 1.0 / dt,
-                                "tokens_per_s": objective.tokens_per_example() * B / dt,
-                                "mfu": flops_per_step / dt / (peak * jax.device_count())})
-                writer.write(step, scalars)
-                bar.set_postfix(loss=f"{scalars['loss']:.4g}", skipped=int(scalars["skipped"]))
+            bad = record(*pending) if pending else 0
+            pending = (step, metrics)
             if bad >= max_bad:
-                log.error("%d non-finite steps in a row (limit %d): stopping; the latest "
-                          "checkpoint (step %s) holds the last good state", bad, max_bad,
-                          ckpt.latest_step())
                 status = NONFINITE
                 break
-            if stop.should_stop():
+            poll = step % log_every == 0 or jax.process_count() == 1
+            save = ckpt.due(step) or step == total
+            if not (save or (poll and stop.received is not None) or step % log_every == 0):
+                continue
+            bad = record(*pending)   # this step, synchronously
+            pending = None
+            if bad >= max_bad:
+                status = NONFINITE
+                break
+            if poll and stop.should_stop():
                 log.warning("signal %s: checkpointing step %d and exiting", stop.received, step)
                 ckpt.save(step, state.as_dict(), data, config_dict)
                 status = PREEMPTED
                 break
-            # Never checkpoint inside a non-finite streak: keep the last good one on disk.
-            if bad == 0 and (ckpt.due(step) or step == total):
+            if bad == 0 and save:
                 ckpt.save(step, state.as_dict(), data, config_dict)
+        if pending and status == OK:
+            record(*pending)
+    if status == NONFINITE:
+        log.error("%d non-finite steps in a row (limit %d): stopping; the latest checkpoint "
+                  "(step %s) holds the last good state", max_bad, max_bad, ckpt.latest_step())
     bar.close()
     ckpt.close()
     writer.close()
