@@ -1,5 +1,6 @@
 """The grain pipeline: exact resume from iterator state, disjoint covering process shards,
-single-shape bucket batches mixed by weight, dropout ratios, global arrays on a mesh."""
+single-shape bucket batches mixed by weight, dropout ratios and the flags that veto them, a
+new permutation every epoch, global arrays on a mesh."""
 
 import collections
 import json
@@ -8,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from data_helpers import fake_cache
+from data_helpers import fake_cache, fake_example
 from omnijax.data import pipeline as pl
 from omnijax.data import schema
 from omnijax.train import curriculum
@@ -124,6 +125,52 @@ def test_dropout_ratios_follow_the_stage_and_the_flags(cache):
     s1 = pl.make_iterator(pl.PipelineConfig(out, batch_size=8, stage=1, keep_ratios={"ref": 1.0}))
     b = next(s1)
     assert b["keep_ref"].all() and not b["keep_audio"].any() and not b["keep_pose"].any()
+
+
+def test_failed_pose_is_never_kept(tmp_path):
+    """pose_ok False (keypoints not visible) => keep_pose False, whatever the stage's ratio;
+    the pose_ok records still keep pose at the ratio, so the check is not vacuous."""
+    from omnijax.data.preprocess import write_records
+
+    out = tmp_path / "flags"
+    (out / SQ).mkdir(parents=True)
+    # ids 0..39; pose fails on every third, audio on every fourth: all four flag combinations
+    write_records(str(out / SQ / "shard-00000.array_record"), [
+        schema.encode(fake_example(i, 9, 32, 32, audio_ok=i % 4 != 0, pose_ok=i % 3 != 0)) for i in range(40)])
+    (out / "manifest.json").write_text(json.dumps({"schema_version": schema.SCHEMA_VERSION, "buckets": {
+        SQ: {"frames": 9, "height": 32, "width": 32, "records": 40, "shards": [f"{SQ}/shard-00000.array_record"]}}}))
+    ratio = curriculum.get_stage(3).pose
+    assert 0 < ratio < 1
+    it = pl.make_iterator(pl.PipelineConfig(str(out), batch_size=8, stage=3, seed=4))
+    batches = [next(it) for _ in range(60)]
+    ids = np.concatenate([_ids(b) for b in batches])
+    pose_ok = np.concatenate([b["pose_ok"] for b in batches])
+    keep_pose = np.concatenate([b["keep_pose"] for b in batches])
+    keep_audio = np.concatenate([b["keep_audio"] for b in batches])
+    np.testing.assert_array_equal(pose_ok, ids % 3 != 0)  # the flag travels with its record
+    assert (~pose_ok).sum() > 100 and not keep_pose[~pose_ok].any()
+    assert not keep_audio[ids % 4 == 0].any()
+    got = keep_pose[pose_ok].mean()
+    assert abs(got - ratio) < 4 * np.sqrt(ratio * (1 - ratio) / pose_ok.sum()), got
+
+
+def test_every_epoch_is_a_new_permutation_of_the_same_records(cache):
+    out, ids = cache
+    cfg = pl.PipelineConfig(out, batch_size=4, seed=5, num_epochs=3, bucket_weights={SQ: 1.0})
+    ds = pl.make_dataset(cfg)
+    per_epoch = len(ids[SQ]) // 4
+    assert len(ds) == 3 * per_epoch
+    order = [i for j in range(len(ds)) for i in _ids(ds[j])]
+    epochs = [order[e * len(ids[SQ]):(e + 1) * len(ids[SQ])] for e in range(3)]
+    for e in epochs:
+        assert sorted(e) == sorted(ids[SQ])  # each epoch reads every record once
+    assert epochs[0] != epochs[1] and epochs[1] != epochs[2] and epochs[0] != epochs[2]
+    assert epochs[0] != sorted(epochs[0])  # shuffled at all
+    # the same seed gives the same epochs (resume), another seed other ones
+    again = pl.make_dataset(cfg)
+    assert [i for j in range(len(again)) for i in _ids(again[j])] == order
+    other = pl.make_dataset(pl.PipelineConfig(out, batch_size=4, seed=6, num_epochs=1, bucket_weights={SQ: 1.0}))
+    assert [i for j in range(len(other)) for i in _ids(other[j])] != epochs[0]
 
 
 def test_global_arrays_on_the_mesh(cache):

@@ -4,7 +4,8 @@ dropped, single-shape batches -> global arrays on the mesh.
 One grain chain per shape bucket, mixed by bucket weight:
 
     ArrayRecordDataSource(bucket shards)
-      -> this process's slice (records i with i % process_count == process_index)
+      -> this process's slice (records i with i % shard_count == shard_index; the trainer
+         passes its block of batch rows, so processes holding the same rows read the same records)
       -> seeded shuffle (a new permutation every epoch) -> repeat
       -> parse (schema.decode) -> curriculum condition dropout (seeded per record)
       -> batch (one bucket => one shape per batch)

@@ -2,33 +2,44 @@
 
 For every clip (video with audio, `<clip>.keypoints.json`, `<clip>.txt` caption):
   frames at the target fps -> windows of T = 1 + 4k frames per shape bucket -> centre crop
-  to the bucket's aspect, resize -> VAE latents (jitted, batched, normalised) + the
+  to the bucket's aspect, resize -> VAE latents (jitted, batched, normalised) + a
   reference frame's latent + audio features at the frame rate + pose heatmaps + text
   states, with two flags:
     audio_ok  sync score (mouth darkness from pixels vs audio loudness, `sync.py`) passes
     pose_ok   the window's keypoints are visible enough
   Failing clips are kept and flagged: the curriculum trains them without that condition.
+  Each window's reference frame lies outside the window (>= `ref_gap` frames away, a
+  seeded choice) when the clip is long enough, so the model cannot learn to copy the target
+  through the reference; short clips fall back to the frame farthest outside. The frames
+  used are listed per window in the clip info (`window_starts`, `ref_frames`).
 
 Output layout:
     OUT/manifest.json                 counts, shapes, encoder specs, skipped files + reasons
     OUT/<bucket>/shard-00000.array_record   e.g. OUT/t17_h64_w64/shard-00000.array_record
     OUT/_done/shard-00000.json        per-shard completion record (makes re-runs resumable)
 
-Clips are split (sorted by path) into shards of `clips_per_shard`; a shard's files are
-written under temporary names and renamed when whole, then its completion record is
-written; a re-run skips every shard that has one. A clip that cannot be read (corrupt,
-truncated, no video, too short) is skipped and listed with its reason, never fatal.
+Every argument and input is checked before anything is written under OUT: a mistake is
+one `UsageError` line (`omnijax preprocess: --vae 'x': ...`), not a traceback or a half-made
+output. A clip that cannot be read (corrupt, truncated, no video, too short) is skipped and
+listed with its reason, never fatal; a run in which every clip was skipped writes the
+manifest (it lists the reasons) and then fails with "no usable clips".
+
+Clips are split (sorted by path) into shards of `clips_per_shard`. A shard's files are
+written under temporary names; when all are whole, its old completion record (if any) is
+removed, the files are renamed into place and the new record is written, so a crash at any
+point leaves either the old shard or a shard that the next run redoes. A re-run skips every
+shard whose record is current, and redoes one whose clip list changed or one of whose
+skipped files changed (size or mtime: a corrupt clip replaced by a good one is re-tried).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
-import glob
 import json
 import logging
 import os
+import zlib
 from typing import Any, Iterable
 
 import jax
@@ -38,6 +49,8 @@ from tqdm import tqdm
 
 from omnijax.data import keypoints as kpt
 from omnijax.data import media, schema, sync
+from omnijax.data.preprocess_checks import check_inputs, config_blob, find_clips  # noqa: F401
+from omnijax.errors import ArgumentParser, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -60,24 +73,14 @@ class PreprocessConfig:
     batch_size: int = 4  # windows per jitted VAE call (the last batch is padded)
     vae: str = "tiny"  # a VAE preset (random init, seeded) or a directory saved by vae.save
     vae_seed: int = 0
+    ref_gap: int = 4  # a window's reference frame is at least this many frames outside it
+    ref_seed: int = 0  # seeds the choice among the frames far enough outside
 
     def bucket_shapes(self) -> list[tuple[int, int, int]]:
         return [schema.parse_bucket(b) for b in self.buckets]
 
 
 # ----------------------------------------------------------------------------- inputs
-
-def find_clips(root: str) -> list[str]:
-    """Every video file under `root` (recursive), sorted: the order that defines shards."""
-    if os.path.isfile(root):
-        return [root]
-    if not os.path.isdir(root):
-        raise FileNotFoundError(f"{root}: no such clip directory")
-    found = []
-    for suffix in media.VIDEO_SUFFIXES:
-        found += glob.glob(os.path.join(root, "**", f"*{suffix}"), recursive=True)
-    return sorted(p for p in found if not p.endswith(".part"))
-
 
 def read_caption(video_path: str) -> str:
     path = os.path.splitext(video_path)[0] + ".txt"
@@ -207,6 +210,27 @@ class FeatureEncoders:
 
 # ----------------------------------------------------------------------------- one clip
 
+def choose_ref_frames(n: int, starts: list[int], T: int, gap: int, rng: np.random.Generator) -> list[int]:
+    """The reference frame of each window `[s, s + T)` of an `n`-frame clip.
+
+    A reference inside the window (or next to it) lets the model copy the target instead of
+    learning to animate the person, so each window gets a seeded choice among the frames at
+    least `gap` frames outside it. A clip too short for that gets the frame farthest outside
+    the window; when the window is the whole clip, its last frame (the first frame's latent
+    IS the window's first latent under the causal VAE: the worst copy)."""
+    frames = np.arange(n)
+    out = []
+    for s in starts:
+        dist = np.maximum(s - frames, frames - (s + T - 1))  # frames outside: 1, 2, ...; inside: <= 0
+        far = frames[dist >= gap]
+        if far.size:
+            out.append(int(rng.choice(far)))
+        else:
+            best = frames[dist == dist.max()]
+            out.append(int(best[np.argmax(np.abs(best - s))]))
+    return out
+
+
 @dataclasses.dataclass
 class ClipResult:
     examples: dict[str, list[dict[str, np.ndarray]]]  # bucket name -> examples
@@ -245,8 +269,9 @@ def process_clip(path: str, cfg: PreprocessConfig, enc: FeatureEncoders) -> Clip
         has_kp = False
     audio_feats = enc.audio(wave, AUDIO_RATE, cfg.fps, n)  # (n, Da)
     text, text_mask = enc.text([read_caption(path)])
-    ref_index = n // 2  # the reference image: the clip's middle frame, shared by its windows
     examples: dict[str, list] = {}
+    starts_of: dict[str, list[int]] = {}
+    refs_of: dict[str, list[int]] = {}
     for T, h, w in buckets:
         stride = cfg.stride or T
         starts = list(range(0, n - T + 1, stride))
@@ -257,22 +282,29 @@ def process_clip(path: str, cfg: PreprocessConfig, enc: FeatureEncoders) -> Clip
         kp_b = transform_keypoints(kp, H, W, h, w, cfg.pose_scale)
         windows = np.stack([video[s:s + T] for s in starts])
         lat = enc.latents(windows)
-        ref = enc.latents(video[None, ref_index:ref_index + 1])[0]
+        # Seeded by name and bucket, not by path: the same clip gets the same references
+        # wherever it lives.
+        rng = np.random.default_rng([cfg.ref_seed, zlib.crc32(os.path.basename(path).encode()), T, h, w])
+        refs = choose_ref_frames(n, starts, T, cfg.ref_gap, rng)
+        uniq, pos = np.unique(refs, return_inverse=True)
+        ref_lat = enc.latents(video[uniq][:, None])  # (U, 1, h, w, z): one single-frame encode each
         out = []
         for j, s in enumerate(starts):
             kw = kp_b[s:s + T]
             pose_ok = bool(has_kp and kpt.visible_fraction(kw) >= cfg.pose_min_visible)
             out.append({
-                "latents": lat[j], "ref_latent": ref,
+                "latents": lat[j], "ref_latent": ref_lat[pos[j]],
                 "audio": audio_feats[s:s + T].astype(np.float32),
                 "pose": kpt.heatmaps(kw, hp, wp, cfg.pose_sigma * hp).astype(np.float16),
                 "text": text[0], "text_mask": text_mask[0],
                 "audio_ok": np.bool_(audio_ok), "pose_ok": np.bool_(pose_ok),
             })
-        examples[schema.bucket_name(T, h, w)] = out
+        name = schema.bucket_name(T, h, w)
+        examples[name], starts_of[name], refs_of[name] = out, starts, refs
     info = {"file": path, "frames": n, "height": H, "width": W, "sync_score": round(float(score), 4),
             "sync_lag": lag, "audio_ok": audio_ok, "has_audio": has_audio, "has_keypoints": has_kp,
-            "windows": {k: len(v) for k, v in examples.items()}}
+            "windows": {k: len(v) for k, v in examples.items()},
+            "window_starts": starts_of, "ref_frames": refs_of}
     if not examples:
         shortest = min(t for t, _, _ in cfg.bucket_shapes())
         raise media.MediaError(f"{path}: clip is shorter than asked: {n} frames at {cfg.fps} fps, "
@@ -286,19 +318,88 @@ def _shard_name(k: int) -> str:
     return f"shard-{k:05d}"
 
 
-def write_records(path: str, records: Iterable[bytes]) -> int:
-    """Records -> `path` via a temporary file renamed when whole. -> count."""
+def _write_array_record(path: str, records: Iterable[bytes]) -> int:
     from array_record.python.array_record_module import ArrayRecordWriter
 
-    tmp = path + ".tmp"
-    writer = ArrayRecordWriter(tmp, "group_size:1")
+    writer = ArrayRecordWriter(path, "group_size:1")
     count = 0
     for r in records:
         writer.write(r)
         count += 1
     writer.close()
-    os.replace(tmp, path)
     return count
+
+
+def write_records(path: str, records: Iterable[bytes]) -> int:
+    """Records -> `path` via a temporary file renamed when whole. -> count."""
+    count = _write_array_record(path + ".tmp", records)
+    os.replace(path + ".tmp", path)
+    return count
+
+
+def _stamp(path: str) -> dict:
+    """Size and mtime of a file (None when it is gone): how a re-run sees that it changed."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return {"size": None, "mtime_ns": None}
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _stale(record: dict, members: list[str], rel: list[str]) -> str | None:
+    """Why a shard that has a completion record must be redone; None when it is current.
+
+    Clips are compared by path relative to --clips, so the same tree under another name
+    or working directory still resumes."""
+    if record.get("members") != rel:
+        return "its clip list changed"
+    path_of = dict(zip(rel, members))
+    for s in record["skipped"]:
+        path = path_of[s["member"]]
+        if _stamp(path) != {"size": s.get("size"), "mtime_ns": s.get("mtime_ns")}:
+            return f"{path} changed since it was skipped"
+    return None
+
+
+def _do_shard(k: int, members: list[str], rel: list[str], out: str, cfg: PreprocessConfig,
+              enc: FeatureEncoders, bar, old: dict | None) -> None:
+    """Encode one shard's clips and commit its files and completion record."""
+    by_bucket: dict[str, list[bytes]] = {}
+    infos, skipped = [], []
+    for path, r in zip(members, rel):
+        stamp = _stamp(path)  # taken before reading: a file replaced mid-read is re-tried next run
+        try:
+            res = process_clip(path, cfg, enc)
+        except (media.MediaError, ValueError, OSError) as e:
+            log.warning("skipping %s: %s", path, e)
+            skipped.append({"file": path, "member": r, "reason": str(e)} | stamp)
+        else:
+            infos.append(res.info)
+            for name, exs in res.examples.items():
+                by_bucket.setdefault(name, []).extend(schema.encode(ex) for ex in exs)
+        bar.update(1)
+    shard = _shard_name(k)
+    done = os.path.join(out, "_done", shard + ".json")
+    staged, counts = [], {}
+    for name, recs in by_bucket.items():  # every file whole under a temporary name first
+        os.makedirs(os.path.join(out, name), exist_ok=True)
+        final = os.path.join(out, name, shard + ".array_record")
+        counts[name] = _write_array_record(final + ".tmp", recs)
+        staged.append((final + ".tmp", final))
+    # Commit. The old record goes first: until the new one is written the shard counts as
+    # not done (the next run redoes it), so a record never describes files it did not write.
+    if os.path.exists(done):
+        os.remove(done)
+    for tmp, final in staged:
+        os.replace(tmp, final)
+    for name in set((old or {}).get("records", {})) - set(counts):  # a bucket it no longer feeds
+        gone = os.path.join(out, name, shard + ".array_record")
+        if os.path.exists(gone):
+            os.remove(gone)
+    with open(done + ".tmp", "w") as f:
+        json.dump({"shard": k, "clips": members, "members": rel, "records": counts,
+                   "clip_info": infos, "skipped": skipped}, f, indent=1)
+    os.replace(done + ".tmp", done)
 
 
 def run(clips_root: str, out: str, cfg: PreprocessConfig, progress: bool = True, *,
@@ -307,71 +408,49 @@ def run(clips_root: str, out: str, cfg: PreprocessConfig, progress: bool = True,
 
     With `num_workers` > 1, this call does shards k with k % num_workers == worker_index
     (run one per host or process on shared storage); whichever worker finds every shard
-    done writes the manifest, the others return {"pending_shards": [...]}."""
-    if not 0 <= worker_index < num_workers:
-        raise ValueError(f"worker_index {worker_index} must be in [0, num_workers={num_workers})")
-    cfg.bucket_shapes()  # validate early
+    done writes the manifest, the others return {"pending_shards": [...]}.
+    Raises UsageError for bad arguments or inputs (before writing anything), and after
+    writing the manifest when no clip gave an example."""
+    clips = check_inputs(clips_root, out, cfg, worker_index, num_workers)
     os.makedirs(os.path.join(out, "_done"), exist_ok=True)
     cfg_path = os.path.join(out, "preprocess_config.json")
-    cfg_blob = dataclasses.asdict(cfg)
-    cfg_blob["buckets"] = list(cfg.buckets)
-    if os.path.exists(cfg_path):
-        with open(cfg_path) as f:
-            old = json.load(f)
-        if old != cfg_blob:
-            raise ValueError(f"{out} was preprocessed with a different config ({cfg_path}); "
-                             "use a new output directory")
-    else:
+    if not os.path.exists(cfg_path):  # (an existing one was compared by check_inputs)
         tmp = f"{cfg_path}.{worker_index}.tmp"
         with open(tmp, "w") as f:
-            json.dump(cfg_blob, f, indent=1)
+            json.dump(config_blob(cfg), f, indent=1)
         os.replace(tmp, cfg_path)
-    clips = find_clips(clips_root)
-    if not clips:
-        raise FileNotFoundError(f"{clips_root}: no video files ({', '.join(media.VIDEO_SUFFIXES)})")
-    n_shards = -(-len(clips) // cfg.clips_per_shard)
-    enc = None
-    bar = tqdm(total=len(clips), desc="preprocess", unit="clip", disable=not progress)
-    resumed = 0
+    rel = [os.path.relpath(p, clips_root) for p in clips]
+    per = cfg.clips_per_shard
+    n_shards = -(-len(clips) // per)
     mine = [k for k in range(n_shards) if k % num_workers == worker_index]
-    bar.total = sum(len(clips[k * cfg.clips_per_shard:(k + 1) * cfg.clips_per_shard]) for k in mine)
+    bar = tqdm(total=sum(len(clips[k * per:(k + 1) * per]) for k in mine), desc="preprocess",
+               unit="clip", disable=not progress)
+    enc, resumed, redone = None, 0, 0
     for k in mine:
-        members = clips[k * cfg.clips_per_shard:(k + 1) * cfg.clips_per_shard]
+        members, members_rel = clips[k * per:(k + 1) * per], rel[k * per:(k + 1) * per]
         done = os.path.join(out, "_done", _shard_name(k) + ".json")
+        old = None
         if os.path.exists(done):
-            resumed += 1
-            bar.update(len(members))
-            continue
+            with open(done) as f:
+                old = json.load(f)
+            why = _stale(old, members, members_rel)
+            if why is None:
+                resumed += 1
+                bar.update(len(members))
+                continue
+            log.info("redoing shard %d: %s", k, why)
+            redone += 1
         enc = enc or FeatureEncoders(cfg)
-        by_bucket: dict[str, list[bytes]] = {}
-        infos, skipped = [], []
-        for path in members:
-            try:
-                res = process_clip(path, cfg, enc)
-            except (media.MediaError, ValueError, OSError) as e:
-                log.warning("skipping %s: %s", path, e)
-                skipped.append({"file": path, "reason": str(e)})
-            else:
-                infos.append(res.info)
-                for name, exs in res.examples.items():
-                    by_bucket.setdefault(name, []).extend(schema.encode(ex) for ex in exs)
-            bar.update(1)
-        counts = {}
-        for name, recs in by_bucket.items():
-            os.makedirs(os.path.join(out, name), exist_ok=True)
-            counts[name] = write_records(os.path.join(out, name, _shard_name(k) + ".array_record"), recs)
-        tmp = done + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump({"shard": k, "clips": members, "records": counts, "clip_info": infos,
-                       "skipped": skipped}, f, indent=1)
-        os.replace(tmp, done)
+        _do_shard(k, members, members_rel, out, cfg, enc, bar, old)
     bar.close()
     pending = [k for k in range(n_shards) if not os.path.exists(os.path.join(out, "_done", _shard_name(k) + ".json"))]
     if pending:
-        return {"pending_shards": pending, "resumed_shards": resumed}
+        return {"pending_shards": pending, "resumed_shards": resumed, "redone_shards": redone}
     manifest = build_manifest(out, cfg, n_shards)
-    manifest["resumed_shards"] = resumed
-    return manifest
+    if not manifest["records"]:
+        raise UsageError(f"no usable clips: {manifest['clips']['skipped']} skipped, "
+                         f"see {os.path.join(out, 'manifest.json')}")
+    return manifest | {"resumed_shards": resumed, "redone_shards": redone}
 
 
 def build_manifest(out: str, cfg: PreprocessConfig, n_shards: int) -> dict:
@@ -392,7 +471,7 @@ def build_manifest(out: str, cfg: PreprocessConfig, n_shards: int) -> dict:
         b["shapes"] = _feature_shapes(os.path.join(out, b["shards"][0]))
     manifest = {
         "schema_version": schema.SCHEMA_VERSION,
-        "config": dataclasses.asdict(cfg) | {"buckets": list(cfg.buckets)},
+        "config": config_blob(cfg),
         "encoders": {"audio": cfg.audio_encoder, "text": cfg.text_encoder, "vae": cfg.vae,
                      "vae_seed": cfg.vae_seed},
         "buckets": buckets,
@@ -429,20 +508,25 @@ def read_manifest(data_dir: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="omnijax preprocess", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="omnijax preprocess", description=__doc__.split("\n\n")[0])
     p.add_argument("--clips", required=True, help="directory of clips (searched recursively) or one file")
     p.add_argument("--out", required=True, help="output directory for shards + manifest.json")
     p.add_argument("--bucket", action="append", dest="buckets",
                    help="FRAMESxHEIGHTxWIDTH (repeatable), default 17x64x64")
     p.add_argument("--fps", type=float, default=25.0)
     p.add_argument("--stride", type=int, default=None, help="frames between windows (default: window length)")
-    p.add_argument("--vae", default="tiny", help="VAE preset (random init) or directory saved by vae.save")
+    p.add_argument("--vae", default="tiny",
+                   help="a directory saved by vae.save / `omnijax convert wan-vae`, or a preset name "
+                        "(random weights: tests and demos only)")
     p.add_argument("--vae-seed", type=int, default=0)
     p.add_argument("--audio-encoder", default="mel", help="spec, e.g. mel or wav2vec2:PATH")
     p.add_argument("--text-encoder", default="bytes", help="spec, e.g. bytes or t5:PATH")
     p.add_argument("--pose-scale", type=float, default=0.5)
     p.add_argument("--pose-min-visible", type=float, default=0.85)
     p.add_argument("--sync-min-score", type=float, default=0.7)
+    p.add_argument("--ref-gap", type=int, default=4,
+                   help="frames between a window and its reference frame (when the clip is long enough)")
+    p.add_argument("--ref-seed", type=int, default=0, help="seeds the choice of reference frames")
     p.add_argument("--clips-per-shard", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--worker-index", type=int, default=0, help="this worker's index (parallel preprocess)")
@@ -453,7 +537,8 @@ def main(argv: list[str] | None = None) -> int:
                            audio_encoder=a.audio_encoder, text_encoder=a.text_encoder,
                            pose_scale=a.pose_scale, pose_min_visible=a.pose_min_visible,
                            sync_min_score=a.sync_min_score, clips_per_shard=a.clips_per_shard,
-                           batch_size=a.batch_size, vae=a.vae, vae_seed=a.vae_seed)
+                           batch_size=a.batch_size, vae=a.vae, vae_seed=a.vae_seed,
+                           ref_gap=a.ref_gap, ref_seed=a.ref_seed)
     m = run(a.clips, a.out, cfg, worker_index=a.worker_index, num_workers=a.num_workers)
     if "pending_shards" in m:
         print(f"worker {a.worker_index}/{a.num_workers} done; shards {m['pending_shards']} still pending "

@@ -210,7 +210,11 @@ class MMDiTObjective:
             data_dir=str(d.path), batch_size=rows[1] - rows[0], stage=cfg.curriculum.stage,
             keep_ratios=dict(cfg.curriculum.get("ratios", {})),
             bucket_weights={str(d.bucket): 1.0} if d.bucket else None, seed=int(d.seed),
-            worker_count=int(d.get("workers", 0)))
+            worker_count=int(d.get("workers", 0)),
+            # the record shard is this process's block of batch rows, not its process index:
+            # processes holding the same rows (a model axis across them) must read the same records
+            shard_index=rows[0] // (rows[1] - rows[0]),
+            shard_count=int(cfg.train.batch_size) // (rows[1] - rows[0]))
         return pipeline.make_iterator(pc)
 
     def check_shards(self, data_dir: str, bucket: str | None) -> None:
