@@ -234,13 +234,16 @@ STEPS = {"euler": euler_step, "heun": heun_step, "unipc": unipc_step}
 # --------------------------------------------------------------------------------- denoise
 
 def denoise(velocity_fn: VelocityFn, x: jax.Array, *, solver: str, num_steps: int,
-            shift: float) -> jax.Array:
+            shift: float, operand: Any = None) -> jax.Array:
     """Integrate from pure noise x (any shape, e.g. (B, F, h, w, c)) to the x0 estimate.
 
     velocity_fn(x, sigma, step) -> v shaped like x: sigma a float32 scalar in [0, 1], step
     the int32 solver step (both evaluations of a Heun step get the same step, so guidance
     schedules follow solver steps). It is traced once, inside one `lax.fori_loop` of
     num_evaluations(solver, num_steps) iterations; solver, num_steps and shift are static.
+    With `operand` (a pytree, e.g. model parameters) the call is
+    velocity_fn(x, sigma, step, operand) and the operand rides in the loop carry, so the
+    loop body sees it at its own trace level (NNX modules merged from it work there).
     Returns float32.
     """
     table = schedule(solver, num_steps, shift)
@@ -249,12 +252,14 @@ def denoise(velocity_fn: VelocityFn, x: jax.Array, *, solver: str, num_steps: in
     x = jnp.asarray(x, jnp.float32)
 
     def body(k, state):
-        x, carry = state
+        x, carry, op = state
         row = {name: a[k] for name, a in rows.items()}
-        v = velocity_fn(x, row["sigma"], row["step"])
+        v = (velocity_fn(x, row["sigma"], row["step"]) if operand is None
+             else velocity_fn(x, row["sigma"], row["step"], op))
         if v.shape != x.shape:
             raise ValueError(f"velocity_fn returned {v.shape}, expected the sample's {x.shape}")
-        return step_fn(x, v.astype(jnp.float32), carry, row)
+        x, carry = step_fn(x, v.astype(jnp.float32), carry, row)
+        return x, carry, op
 
-    x, _ = jax.lax.fori_loop(0, len(table["sigma"]), body, (x, init_carry(solver, x)))
+    x, _, _ = jax.lax.fori_loop(0, len(table["sigma"]), body, (x, init_carry(solver, x), operand))
     return x

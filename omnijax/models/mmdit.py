@@ -119,6 +119,15 @@ class MMDiTConfig:
                              dtype="bfloat16"), **kw})
 
     @classmethod
+    def from_dict(cls, d: Mapping) -> "MMDiTConfig":
+        """Inverse of `dataclasses.asdict` (JSON round trips): unknown fields are an error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown MMDiTConfig fields {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**dict(d))
+
+    @classmethod
     def preset(cls, name: str, **kw) -> "MMDiTConfig":
         if name not in PRESETS:
             raise ValueError(f"unknown MMDiT preset {name!r}; known: {PRESETS}")
@@ -443,6 +452,28 @@ class MMDiT(nnx.Module):
             block = nnx.merge(graphdef, jax.tree.map(lambda a: a[i], state))
             carry = body(block, carry, ctx)
         return carry
+
+
+KIND = "mmdit"
+# what a loader may change without touching the saved weights
+LOAD_OVERRIDES = ("dtype", "attention", "remat", "scan_layers")
+
+
+def save(path, model: MMDiT, *, overwrite: bool = False):
+    """Write `model` as an orbax checkpoint + config.json that `load` reads back."""
+    from omnijax import module_io
+    return module_io.save_module(path, model, model.config, kind=KIND, overwrite=overwrite)
+
+
+def load(path, **overrides) -> MMDiT:
+    """An MMDiT saved by `save`; `overrides` may set LOAD_OVERRIDES fields (e.g. compute
+    dtype float32 for bf16 weights on a CPU), never the architecture or parameter dtype."""
+    from omnijax import module_io
+    bad = set(overrides) - set(LOAD_OVERRIDES)
+    if bad:
+        raise ValueError(f"cannot override {sorted(bad)} when loading; allowed: {LOAD_OVERRIDES}")
+    return module_io.load_module(
+        path, lambda cfg: MMDiT(MMDiTConfig.from_dict({**cfg, **overrides}), rngs=nnx.Rngs(0)), kind=KIND)
 
 
 def num_params(config: MMDiTConfig) -> int:
