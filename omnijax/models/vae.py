@@ -30,7 +30,7 @@ from flax import nnx
 
 from omnijax import module_io
 from omnijax.models.vae_layers import (CausalConv3d, Downsample, MidBlock, RMSNorm, ResBlock,
-                                       Upsample)
+                                       Upsample, check_conv_impl)
 
 KIND = "vae"
 
@@ -61,6 +61,9 @@ class VAEConfig:
     # per-channel statistics of raw latents; None = identity (mean 0, std 1)
     latents_mean: tuple[float, ...] | None = None
     latents_std: tuple[float, ...] | None = None
+    # how the causal convs are computed, never what (same weights): "conv3d", "taps" (2D convs
+    # over time-stacked channels, much faster on CPU) or "auto" (taps on CPU, else conv3d)
+    conv_impl: str = "auto"
 
     def __post_init__(self):
         # JSON round trips turn tuples into lists; keep the config hashable.
@@ -75,6 +78,7 @@ class VAEConfig:
             v = getattr(self, f)
             if v is not None and len(v) != self.z_dim:
                 raise ValueError(f"{f} needs z_dim={self.z_dim} values, got {len(v)}")
+        check_conv_impl(self.conv_impl)
 
     # -- presets: the one place they are defined
     @classmethod
@@ -128,18 +132,20 @@ class Encoder(nnx.Module):
 
     def __init__(self, cfg: VAEConfig, *, rngs: nnx.Rngs):
         dims = [cfg.base_dim * m for m in (1, *cfg.dim_mult)]
-        self.conv_in = CausalConv3d(cfg.in_channels, dims[0], rngs=rngs)
+        impl = cfg.conv_impl
+        self.conv_in = CausalConv3d(cfg.in_channels, dims[0], conv_impl=impl, rngs=rngs)
         blocks: list[nnx.Module] = []
         for i, (cin, cout) in enumerate(zip(dims[:-1], dims[1:])):
             for _ in range(cfg.num_res_blocks):
-                blocks.append(ResBlock(cin, cout, rngs=rngs))
+                blocks.append(ResBlock(cin, cout, conv_impl=impl, rngs=rngs))
                 cin = cout
             if i != len(cfg.dim_mult) - 1:
-                blocks.append(Downsample(cout, temporal=cfg.temporal_downsample[i], rngs=rngs))
+                blocks.append(Downsample(cout, temporal=cfg.temporal_downsample[i],
+                                         conv_impl=impl, rngs=rngs))
         self.down_blocks = nnx.List(blocks)
-        self.mid_block = MidBlock(dims[-1], rngs=rngs)
+        self.mid_block = MidBlock(dims[-1], conv_impl=impl, rngs=rngs)
         self.norm_out = RMSNorm(dims[-1])
-        self.conv_out = CausalConv3d(dims[-1], 2 * cfg.z_dim, rngs=rngs)
+        self.conv_out = CausalConv3d(dims[-1], 2 * cfg.z_dim, conv_impl=impl, rngs=rngs)
 
     def __call__(self, x, cache=None):
         c_in, c_blocks, c_mid, c_out = (None, [None] * len(self.down_blocks), None, None) \
@@ -158,14 +164,15 @@ class UpBlock(nnx.Module):
     """num_res_blocks + 1 ResBlocks, then (optionally) an Upsample halving the channels."""
 
     def __init__(self, cin: int, cout: int, num_res_blocks: int, *, upsample: bool,
-                 temporal: bool, rngs: nnx.Rngs):
+                 temporal: bool, conv_impl: str = "auto", rngs: nnx.Rngs):
         resnets = []
         for _ in range(num_res_blocks + 1):
-            resnets.append(ResBlock(cin, cout, rngs=rngs))
+            resnets.append(ResBlock(cin, cout, conv_impl=conv_impl, rngs=rngs))
             cin = cout
         self.resnets = nnx.List(resnets)
         self.upsamplers = nnx.List(
-            [Upsample(cout, cout // 2, temporal=temporal, rngs=rngs)] if upsample else [])
+            [Upsample(cout, cout // 2, temporal=temporal, conv_impl=conv_impl, rngs=rngs)]
+            if upsample else [])
 
     def __call__(self, x, cache=None):
         n = len(self.resnets) + len(self.upsamplers)
@@ -185,18 +192,20 @@ class Decoder(nnx.Module):
         mult = cfg.dim_mult
         dims = [base * m for m in (mult[-1], *mult[::-1])]
         temporal_up = cfg.temporal_downsample[::-1]
-        self.conv_in = CausalConv3d(cfg.z_dim, dims[0], rngs=rngs)
-        self.mid_block = MidBlock(dims[0], rngs=rngs)
+        impl = cfg.conv_impl
+        self.conv_in = CausalConv3d(cfg.z_dim, dims[0], conv_impl=impl, rngs=rngs)
+        self.mid_block = MidBlock(dims[0], conv_impl=impl, rngs=rngs)
         blocks = []
         for i, (cin, cout) in enumerate(zip(dims[:-1], dims[1:])):
             if i > 0:
                 cin //= 2  # the previous Upsample halved the channels (Wan2.1)
             up = i != len(mult) - 1
             blocks.append(UpBlock(cin, cout, cfg.num_res_blocks, upsample=up,
-                                  temporal=up and bool(temporal_up[i]), rngs=rngs))
+                                  temporal=up and bool(temporal_up[i]), conv_impl=impl,
+                                  rngs=rngs))
         self.up_blocks = nnx.List(blocks)
         self.norm_out = RMSNorm(dims[-1])
-        self.conv_out = CausalConv3d(dims[-1], cfg.out_channels, rngs=rngs)
+        self.conv_out = CausalConv3d(dims[-1], cfg.out_channels, conv_impl=impl, rngs=rngs)
 
     def __call__(self, x, cache=None):
         c_in, c_mid, c_blocks, c_out = (None, None, [None] * len(self.up_blocks), None) \
@@ -219,8 +228,9 @@ class CausalVAE(nnx.Module):
         self.config = config
         z = config.z_dim
         self.encoder = Encoder(config, rngs=rngs)
-        self.quant_conv = CausalConv3d(2 * z, 2 * z, (1, 1, 1), rngs=rngs)
-        self.post_quant_conv = CausalConv3d(z, z, (1, 1, 1), rngs=rngs)
+        impl = config.conv_impl
+        self.quant_conv = CausalConv3d(2 * z, 2 * z, (1, 1, 1), conv_impl=impl, rngs=rngs)
+        self.post_quant_conv = CausalConv3d(z, z, (1, 1, 1), conv_impl=impl, rngs=rngs)
         self.decoder = Decoder(config, rngs=rngs)
 
     # -- input checks -----------------------------------------------------------------
