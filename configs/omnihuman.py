@@ -13,14 +13,11 @@ depth=1, width=32) to override the preset. Everything else: --config.<key>=<valu
 
 from __future__ import annotations
 
-import os
-import sys
+import dataclasses
 
-sys.path.insert(0, os.path.dirname(__file__))
-import common  # noqa: E402
-
-from omnijax.models.mmdit import MMDiTConfig  # noqa: E402
-from omnijax.train import curriculum  # noqa: E402
+from omnijax.data import curriculum
+from omnijax.models.mmdit import PRESETS, MMDiTConfig
+from omnijax.train import config_lib
 
 # Latent shape per size (video = 8x the latent grid, T = 1 + 4(F-1) frames).
 # Every shape has room for the 2 clean motion frames of DESIGN's protocol plus noisy ones.
@@ -29,21 +26,16 @@ _BATCH = {"tiny": 8, "small": 8, "base": 64, "large": 256}
 
 
 def get_config(arg: str | None = None):
-    a = common.parse_arg(arg, dict(size="tiny", stage=1, data="synthetic", lora=0))
-    c = common.base()
+    fields = {f.name: f.default for f in dataclasses.fields(MMDiTConfig)}
+    a = config_lib.parse_arg(
+        arg, dict(size="tiny", stage=1, data="synthetic", lora=0),
+        choices=dict(size=PRESETS, stage=tuple(curriculum.STAGES), data=("synthetic", "shards")),
+        optional=fields, optional_help=" or an MMDiTConfig field (depth, width, heads, ...)")
+    size, stage, source, rank = a.pop("size"), a.pop("stage"), a.pop("data"), a.pop("lora")
+    overrides = a   # what is left: MMDiTConfig fields given in the arg
+    MMDiTConfig.preset(size, **overrides)   # an impossible model (width % heads) fails here
+    c = config_lib.base()
     c.objective = "mmdit"
-    size = str(a.pop("size"))
-    stage = int(a.pop("stage"))
-    fields = set(MMDiTConfig.__dataclass_fields__)
-    overrides = {k: a.pop(k) for k in list(a) if k in fields}
-    for k, v in overrides.items():  # cast to the preset's field type
-        ref = getattr(MMDiTConfig.preset(size), k)
-        overrides[k] = type(ref)(v) if not isinstance(ref, bool) else str(v).lower() in ("1", "true")
-    source, rank = str(a.pop("data")), int(a.pop("lora"))
-    if a:
-        raise ValueError(f"unknown config args {sorted(a)}; use size, stage, data, lora or "
-                         f"MMDiTConfig fields {sorted(fields)}")
-
     c.model = dict(size=size, overrides=overrides, attention="")
     F, h, w = _SHAPES[size]
     c.data = dict(source=source, path="", bucket="", seed=0, latent_frames=F, latent_height=h,

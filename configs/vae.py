@@ -8,20 +8,21 @@ multiple of 8). Everything else: --config.<key>=<value>.
 
 from __future__ import annotations
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import common  # noqa: E402
+from omnijax.models.vae import PRESETS
+from omnijax.train import config_lib
 
 
 def get_config(arg: str | None = None):
-    a = common.parse_arg(arg, dict(size="tiny", frames=5, res=32))
-    c = common.base()
+    a = config_lib.parse_arg(arg, dict(size="tiny", frames=5, res=32), choices=dict(size=PRESETS))
+    if a["frames"] < 1 or (a["frames"] - 1) % 4:
+        raise ValueError(f"config arg frames={a['frames']}: expected 1 + 4k frames (1, 5, 9, ...)")
+    if a["res"] < 8 or a["res"] % 8:
+        raise ValueError(f"config arg res={a['res']}: expected a positive multiple of 8")
+    c = config_lib.base()
     c.objective = "vae"
     c.model = dict(size=str(a["size"]))
-    c.data = dict(source="synthtalk", seed=0, frames=int(a["frames"]), height=int(a["res"]),
-                  width=int(a["res"]), inject_nan_at=())
+    c.data = dict(source="synthtalk", seed=0, frames=a["frames"], height=a["res"],
+                  width=a["res"], inject_nan_at=())
     c.objective_opts = dict(l1_weight=1.0, l2_weight=1.0, kl_weight=1e-6)
     c.lora.targets = ()
     if a["size"] == "tiny":

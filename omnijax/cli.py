@@ -14,6 +14,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("omnijax.data.synthetic", "render SynthTalk clips (mp4 + audio + keypoints + caption)"),
     "preprocess": ("omnijax.data.preprocess", "clips -> cached latents/audio/pose/text ArrayRecord shards"),
     "train": ("omnijax.train.main", "train the VAE or the MMDiT from a config file"),
+    "export": ("omnijax.export", "training run -> inference directory (EMA, bf16, recipe; --serialize)"),
+    "sample": ("omnijax.sample.command", "photo + audio / pose / text -> mp4 of any length"),
+    "eval": ("omnijax.eval.command", "lip-sync, pose, identity drift and seams of exported models, from pixels"),
     "convert": ("omnijax.convert", "safetensors (Wan2.1 VAE, wav2vec2, T5) -> orbax checkpoints"),
     "presets": ("omnijax.presets", "list model presets with parameter counts and FLOPs per token"),
 }

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from omnijax.train import curriculum as cur
+from omnijax.data import curriculum as cur
 
 
 def test_default_stages_follow_the_two_principles():
@@ -62,3 +62,11 @@ def test_keep_masks_is_a_pure_function_of_the_rng():
     b = cur.keep_masks(st, ok, ok, np.random.default_rng(5))
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_stage_ratios_are_one_per_model_condition():
+    # the curriculum speaks the model's vocabulary, in its order (mix codes and draw order)
+    from omnijax.models.conditions import CONDITIONS
+    assert cur.CONDITIONS is CONDITIONS
+    assert tuple(f.name for f in __import__("dataclasses").fields(cur.Stage))[1:] == CONDITIONS
+    assert tuple(cur.STAGES[3].ratios()) == CONDITIONS

@@ -1,14 +1,17 @@
 """Lip-sync from pixels moves the right way on constructed SynthTalk clips:
 in sync > audio shifted by 0.5 s > unrelated audio > still frame, sharp, blurred (as a VAE
-decoder leaves it) and with extra head sway, at 64 and 32 px; a k-frame delay reads k."""
+decoder leaves it) and with extra head sway, at 64 and 32 px, in the full, half and head
+framings and with the mouth opening up to twice as far; a k-frame delay reads k; the face
+and its mouth are found where the renderer drew them, whatever the framing."""
 
 import numpy as np
 import pytest
 
-from omnijax.data import keypoints as kpt
 from omnijax.data.synthetic import SAMPLE_RATE
 from omnijax.eval import constructed as cx
 from omnijax.eval import lipsync as ls
+
+FRAMINGS = ("full", "half", "head")
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +27,15 @@ def _cases(frames, wave, other_wave):
         "still": (still, wave)}.items()}
 
 
-@pytest.mark.parametrize("size,variant", [(64, "sharp"), (64, "blurred"), (64, "sway+blurred"), (32, "blurred")])
-def test_in_sync_beats_shifted_beats_unrelated_beats_still(size, variant, other_wave):
-    clip = cx.render(1, size, 4.0, edit=cx.sway(2.0 * size / 64) if "sway" in variant else None)
+@pytest.mark.parametrize("framing,mouth_scale,size,variant", [
+    ("full", 1.0, 64, "sharp"), ("full", 1.0, 64, "blurred"), ("full", 1.0, 64, "sway+blurred"),
+    ("full", 1.0, 32, "blurred"), ("full", 2.0, 64, "blurred"),
+    ("half", 1.0, 64, "blurred"), ("half", 2.0, 64, "blurred"), ("half", 2.0, 64, "sway+blurred"),
+    ("half", 2.0, 32, "blurred"),  # the demo's shot, at the quick tests' size
+    ("head", 2.0, 64, "blurred"), ("head", 2.0, 32, "blurred")])
+def test_in_sync_beats_shifted_beats_unrelated_beats_still(framing, mouth_scale, size, variant, other_wave):
+    clip = cx.render(1, size, 4.0, framing=framing, mouth_scale=mouth_scale,
+                     edit=cx.sway(2.0 * size / 64) if "sway" in variant else None)
     frames = clip["frames"]
     if "blurred" in variant:
         frames = cx.blur(frames, 1.5 * size / 64)  # sigma 1.5 px at 64 px
@@ -40,27 +49,49 @@ def test_in_sync_beats_shifted_beats_unrelated_beats_still(size, variant, other_
     assert r["truth"]["confidence"] > 2 * r["unrelated"]["confidence"], r
 
 
-@pytest.mark.parametrize("k", [-4, 3, 7])
-def test_offset_of_a_delayed_mouth_reads_the_delay(k):
-    clip = cx.render(2, 64, 4.0, delay=k)  # the mouth moves k frames after the sound
-    r = ls.lipsync(cx.blur(clip["frames"], 1.5), clip["wave"], SAMPLE_RATE, 25.0)
+@pytest.mark.parametrize("framing,k", [("full", -4), ("full", 3), ("full", 7), ("half", 5), ("head", -3)])
+def test_offset_of_a_delayed_mouth_reads_the_delay(framing, k):
+    clip = cx.render(2, 64, 4.0, delay=k, framing=framing, mouth_scale=1.0 if framing == "full" else 2.0)
+    r = ls.lipsync(cx.blur(clip["frames"], 1.5), clip["wave"], SAMPLE_RATE, 25.0)  # mouth k frames late
     assert r["offset"] == k and r["peak"] > 0.9, r
 
 
+@pytest.mark.parametrize("framing", FRAMINGS)
 @pytest.mark.parametrize("size,sigma", [(64, 0.0), (64, 1.5), (32, 0.75)])
-def test_mouth_box_is_centred_on_the_mouth(size, sigma):
-    for seed in range(8):  # skins, hair (long or not) and backgrounds vary with the seed
-        clip = cx.render(seed, size, 0.04)
+def test_mouth_box_is_centred_on_the_mouth(framing, size, sigma):
+    for seed in range(8):  # skins, hair (long or not), face shapes and backgrounds vary with the seed
+        clip = cx.render(seed, size, 0.04, framing=framing, mouth_scale=2.0)
         frame = cx.blur(clip["frames"], sigma)[0] if sigma else clip["frames"][0]
-        kp = clip["motion"]["kp"][0]
-        y = 0.5 * (kp[kpt.INDEX["mouth_top"], 1] + kp[kpt.INDEX["mouth_bottom"], 1])
+        true = cx.face_truth(clip)
         y0, y1, x0, x1 = ls.mouth_box(frame)
-        assert abs((y0 + y1) / 2 - y) <= 1.0 and abs((x0 + x1) / 2 - clip["motion"]["hx"][0]) <= 1.0, seed
-        assert y1 - y0 >= 2 * 0.04 * size and x1 - x0 >= 2 * 0.05 * size  # room for the open mouth
+        assert abs((y0 + y1) / 2 - true["mouth"]) <= 1.0 and abs((x0 + x1) / 2 - true["axis"]) <= 1.0, seed
+        # room for the mouth as far as it opens (down to the chin) and as wide as it is
+        assert (y1 - y0) / 2 >= 0.45 * true["ry"] - 0.5 and (x1 - x0) / 2 >= 0.38 * true["rx"] - 0.5, seed
 
 
-def test_head_shifts_follow_the_sway():
-    clip = cx.render(4, 64, 1.0, edit=cx.sway(2.0))
+@pytest.mark.parametrize("framing", FRAMINGS)
+def test_face_geometry_measures_the_face(framing):
+    for seed in range(8):
+        clip = cx.render(seed, 64, 0.04, framing=framing)
+        face, true = ls.face_geometry(cx.blur(clip["frames"], 1.5)[0]), cx.face_truth(clip)
+        assert abs(face.axis - true["axis"]) < 0.5 and abs(face.mouth - true["mouth"]) < 0.5, (seed, face, true)
+        assert abs(face.centre - true["centre"]) < 0.15 * true["ry"] + 0.5, (seed, face, true)
+        assert 0.85 < face.ry / true["ry"] < 1.15, (seed, face, true)  # the size every length is made from
+
+
+@pytest.mark.parametrize("framing,size", [("full", 64), ("half", 32), ("head", 64)])
+def test_mouth_is_found_in_a_wide_open_reference(framing, size):
+    clip = cx.render(5, size, 1.0, framing=framing, mouth_scale=2.0)
+    i = int(np.argmax(clip["motion"]["mouth_half_h"]))  # the mouth as far open as it gets
+    true = cx.face_truth(clip, i)
+    assert true["mouth_half_h"] > 0.3 * true["ry"]
+    y0, y1, x0, x1 = ls.mouth_box(clip["frames"][i])
+    assert abs((y0 + y1) / 2 - true["mouth"]) <= 1.0 and abs((x0 + x1) / 2 - true["axis"]) <= 1.0
+
+
+@pytest.mark.parametrize("framing", FRAMINGS)
+def test_head_shifts_follow_the_sway(framing):
+    clip = cx.render(4, 64, 1.0, framing=framing, edit=cx.sway(2.0))
     true = np.stack([clip["motion"]["hy"], clip["motion"]["hx"]], 1)
     got = ls.head_shifts(clip["frames"], clip["frames"][0])
     assert np.abs(got - (true - true[0])).max() < 0.5

@@ -6,28 +6,30 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 import train_toy
-from omnijax.train import data as data_lib
+from omnijax.data import pipeline
+from omnijax.models import partitioning
 from omnijax.train import mesh as mesh_lib
 
 
 def test_mesh_shape_fill_and_errors():
-    assert mesh_lib.mesh_shape({"fsdp": -1}, 8) == (1, 8, 1, 1)
-    assert mesh_lib.mesh_shape({"data": 2, "fsdp": -1, "tensor": 2}, 8) == (2, 2, 1, 2)
+    assert partitioning.mesh_shape({"fsdp": -1}, 8) == (1, 8, 1, 1)
+    assert partitioning.mesh_shape({"data": 2, "fsdp": -1, "tensor": 2}, 8) == (2, 2, 1, 2)
     with pytest.raises(ValueError, match="at most one"):
-        mesh_lib.mesh_shape({"data": -1, "fsdp": -1}, 8)
+        partitioning.mesh_shape({"data": -1, "fsdp": -1}, 8)
     with pytest.raises(ValueError, match="cannot be split"):
-        mesh_lib.mesh_shape({"fsdp": -1, "tensor": 3}, 8)
+        partitioning.mesh_shape({"fsdp": -1, "tensor": 3}, 8)
     with pytest.raises(ValueError, match="needs 4 devices"):
-        mesh_lib.mesh_shape({"fsdp": 4}, 8)
+        partitioning.mesh_shape({"fsdp": 4}, 8)
     with pytest.raises(ValueError, match="unknown mesh axes"):
-        mesh_lib.mesh_shape({"model": 2}, 8)
+        partitioning.mesh_shape({"model": 2}, 8)
 
 
 def test_mesh_axes_are_auto_and_ordered():
-    mesh = mesh_lib.make_mesh({"fsdp": 4, "tensor": 2})
+    mesh = partitioning.make_mesh({"fsdp": 4, "tensor": 2})
     assert mesh.axis_names == ("data", "fsdp", "context", "tensor")
     assert all(t == jax.sharding.AxisType.Auto for t in mesh.axis_types)
     assert mesh_lib.data_parallel_size(mesh) == 4
+    assert "fsdp=4" in mesh_lib.describe(mesh) and "tensor=2" in mesh_lib.describe(mesh)
 
 
 def _abstract_toy():
@@ -36,7 +38,7 @@ def _abstract_toy():
 
 
 def test_layout_change_is_a_rules_change():
-    mesh = mesh_lib.make_mesh({"fsdp": 4, "tensor": 2})
+    mesh = partitioning.make_mesh({"fsdp": 4, "tensor": 2})
     state = _abstract_toy()
     default = mesh_lib.state_shardings(state, mesh, mesh_lib.rules_from_config(None))
     assert default["up"]["kernel"].get_raw_value().spec == P("fsdp", "tensor")
@@ -49,8 +51,20 @@ def test_layout_change_is_a_rules_change():
         mesh_lib.rules_from_config({"embed": "model"})
 
 
+def test_batch_sharding_follows_the_batch_rule():
+    mesh = partitioning.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    assert partitioning.batch_sharding(mesh, 3).spec == P(("data", "fsdp"), None, None)
+    assert partitioning.batch_sharding(mesh, 0).spec == P()
+    # size-1 axes drop out; the spec is the one the model's constrain(("batch", ...)) resolves to
+    mesh4 = partitioning.make_mesh({"fsdp": 4, "tensor": 2})
+    assert partitioning.batch_sharding(mesh4, 2).spec == P("fsdp", None)
+    assert partitioning.batch_sharding(mesh4, 2).spec == partitioning.spec_for(("batch", None), mesh=mesh4)
+    # a config that also splits the batch over `tensor` changes the inputs' layout with it
+    rules = mesh_lib.rules_from_config({"batch": ["data", "fsdp", "tensor"]})
+    assert partitioning.batch_sharding(mesh, 1, rules).spec == P(("data", "fsdp", "tensor"))
+    assert mesh_lib.data_parallel_size(mesh, rules) == 8
+
+
 def test_batch_rows_cover_the_batch():
-    mesh = mesh_lib.make_mesh({"fsdp": 4, "tensor": 2})
-    sh = mesh_lib.batch_sharding(mesh, 3)
-    assert sh.spec == P(("data", "fsdp"), None, None)
-    assert data_lib.local_rows(mesh_lib.batch_sharding(mesh, 1), 8) == (0, 8)   # one process
+    mesh = partitioning.make_mesh({"fsdp": 4, "tensor": 2})
+    assert pipeline.local_rows(partitioning.batch_sharding(mesh, 1), 8) == (0, 8)   # one process

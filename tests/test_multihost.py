@@ -67,7 +67,7 @@ def test_two_processes_match_one(tmp_path):
 # ----------------------------------------------------------------------------- shards across processes
 
 # Run by each of 2 processes with launch/local.sh's environment. It builds the trainer's own
-# data path (objective.make_data on the mesh, trainer.global_batch) over preprocessed shards
+# data path (objective.make_data on the mesh, pipeline.to_global) over preprocessed shards
 # and writes, per step, a fingerprint of every batch row each of its devices holds.
 _WORKER = """
 import hashlib, json, os, sys
@@ -76,20 +76,21 @@ from omnijax.train.main import init_distributed
 init_distributed("env")
 import jax, numpy as np
 import omnihuman
-from omnijax.train import mesh as mesh_lib, objectives, trainer
+from omnijax.data import pipeline
+from omnijax.models import partitioning
+from omnijax.train import objectives
 
 data_dir, out_dir, axis = sys.argv[1:4]
 cfg = omnihuman.get_config("size=tiny,stage=3,data=shards")
 cfg.data.path, cfg.data.bucket = data_dir, "9x64x64"
 cfg.mesh.shape = {{**dict(data=1, fsdp=1, context=1, tensor=1), axis: 2}}
 cfg.train.batch_size = 4
-mesh = mesh_lib.make_mesh(dict(cfg.mesh.shape))
+mesh = partitioning.make_mesh(dict(cfg.mesh.shape))
 objective = objectives.build(cfg)
 data = objective.make_data(cfg, mesh)
-shardings = trainer.batch_shardings(objective.batch_spec(4), mesh)
 steps = []
 for _ in range(3):
-    latents = trainer.global_batch(next(data), shardings)["latents"]
+    latents = pipeline.to_global(next(data), mesh)["latents"]
     rows = {{}}
     for shard in latents.addressable_shards:
         lo = shard.index[0].start or 0
@@ -143,7 +144,7 @@ def _two_processes(tmp_path: Path, data_dir: str, axis: str) -> list[list[dict]]
     return [json.loads((tmp_path / f"p{i}.json").read_text()) for i in range(2)]
 
 
-# "tensor": both processes hold batch rows [0, 4); before objectives._shards passed its block
+# "tensor": both processes hold batch rows [0, 4); before the shards input (train.inputs) passed its block
 # of rows as the record shard, each read records by jax.process_index() and a global row held
 # different data on different devices (wrong gradients, nothing raised).
 @pytest.mark.parametrize("axis", ["data", "tensor"])

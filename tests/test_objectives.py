@@ -15,8 +15,10 @@ import omnihuman  # noqa: E402
 import vae as vae_config  # noqa: E402
 
 from omnijax.diffusion import flow  # noqa: E402
-from omnijax.train import curriculum, objectives  # noqa: E402
-from omnijax.train import mesh as mesh_lib  # noqa: E402
+from omnijax.data import curriculum  # noqa: E402
+from omnijax.models import partitioning  # noqa: E402
+from omnijax.models.conditions import CONDITIONS  # noqa: E402
+from omnijax.train import objectives  # noqa: E402
 
 
 def _mmdit_cfg(stage=3, motion_prob=0.0, batch=8):
@@ -28,7 +30,7 @@ def _mmdit_cfg(stage=3, motion_prob=0.0, batch=8):
 
 
 def _one_device_mesh():
-    return mesh_lib.make_mesh({"fsdp": 1}, jax.devices()[:1])
+    return partitioning.make_mesh({"fsdp": 1}, jax.devices()[:1])
 
 
 @pytest.mark.parametrize("stage", [1, 2, 3])
@@ -79,7 +81,7 @@ def test_mmdit_loss_is_flow_matching_with_mix_breakdown():
         # by hand: the documented recipe (no motion prefix: motion_prob = 0; tiny: shift 1)
         _, k_noise = jax.random.split(rng)
         d = flow.noised(k_noise, batch["latents"], shift=obj.shift)
-        keep = {c: batch[f"keep_{c}"] for c in objectives.CONDITIONS}
+        keep = {c: batch[f"keep_{c}"] for c in CONDITIONS}
         pred = m(d["x_t"], d["t"], ref=batch["ref_latent"], audio=batch["audio"],
                  pose=batch["pose"].astype(jnp.float32), text=batch["text"],
                  text_mask=batch["text_mask"], keep=keep)
@@ -88,11 +90,11 @@ def test_mmdit_loss_is_flow_matching_with_mix_breakdown():
 
     loss, aux, per = both(state, batch)
     np.testing.assert_allclose(loss, per.mean(), rtol=1e-5)
-    code = sum(batch[f"keep_{c}"].astype(int) << i for i, c in enumerate(objectives.CONDITIONS))
+    code = sum(batch[f"keep_{c}"].astype(int) << i for i, c in enumerate(CONDITIONS))
     np.testing.assert_array_equal(aux["mix_count"], np.bincount(code, minlength=16))
     np.testing.assert_allclose(aux["mix_loss_sum"], np.bincount(code, weights=np.asarray(per), minlength=16),
                                rtol=1e-5, atol=1e-6)
-    for c in objectives.CONDITIONS:
+    for c in CONDITIONS:
         assert float(aux[f"keep_rate/{c}"]) == pytest.approx(batch[f"keep_{c}"].mean())
     assert objectives.MIX_NAMES[0b0011] == "ref_text"
     np.testing.assert_array_equal(aux["prefix_count"], [4, 0])
@@ -113,7 +115,7 @@ def live_mmdit():
     obj = objectives.build(cfg)
     model = random_mmdit(obj.model_config, seed=1)
     batch = next(obj.make_data(cfg, _one_device_mesh()))
-    batch = dict(batch, **{f"keep_{c}": np.ones(2, bool) for c in objectives.CONDITIONS})
+    batch = dict(batch, **{f"keep_{c}": np.ones(2, bool) for c in CONDITIONS})
     return obj, model, batch
 
 
@@ -220,14 +222,20 @@ def _write_manifest(path, shapes):
 
 
 def test_shard_features_are_checked_against_the_model_config(tmp_path):
+    from omnijax.data import pipeline
     c = _mmdit_cfg()
     obj = objectives.build(c)
-    spec = {k: list(v.shape[1:]) for k, v in obj.batch_spec(1).items()}
+    expected = {k: tuple(v.shape[1:]) for k, v in obj.batch_spec(1).items()}
+    spec = {k: list(v) for k, v in expected.items()}
     _write_manifest(tmp_path / "ok", spec)
-    obj.check_shards(str(tmp_path / "ok"), None)                     # fits: no error
+    pipeline.check_cache(str(tmp_path / "ok"), None, expected)       # fits: no error
     wide_audio = {**spec, "audio": [spec["audio"][0], 768]}          # a wav2vec2 cache for a mel model
     _write_manifest(tmp_path / "bad", wide_audio)
     with pytest.raises(ValueError, match=r"holds audio of shape \(\d+, 768\).*wav2vec2:ckpt"):
-        obj.check_shards(str(tmp_path / "bad"), None)
+        pipeline.check_cache(str(tmp_path / "bad"), None, expected)
     with pytest.raises(ValueError, match="no bucket '9x32x32'"):
-        obj.check_shards(str(tmp_path / "ok"), "9x32x32")
+        pipeline.check_cache(str(tmp_path / "ok"), "9x32x32", expected)
+    # the objective's shards input runs the check before it builds the pipeline
+    c.data.update(source="shards", path=str(tmp_path / "bad"))
+    with pytest.raises(ValueError, match=r"holds audio of shape"):
+        obj.make_data(c, _one_device_mesh())

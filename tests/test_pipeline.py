@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from data_helpers import fake_cache, fake_example
+from omnijax.data import curriculum
 from omnijax.data import pipeline as pl
 from omnijax.data import schema
-from omnijax.train import curriculum
 
 SQ, WIDE = schema.bucket_name(9, 32, 32), schema.bucket_name(5, 32, 48)
 
@@ -178,7 +178,8 @@ def test_global_arrays_on_the_mesh(cache):
     batch = next(pl.make_iterator(pl.PipelineConfig(cache[0], batch_size=8)))
     g = pl.to_global(batch, mesh)
     assert g["latents"].shape == batch["latents"].shape  # one process: global == local
-    assert g["latents"].sharding.spec == jax.sharding.PartitionSpec("data")
+    assert g["latents"].sharding.spec == jax.sharding.PartitionSpec("data", None, None, None, None)
+    assert g["keep_ref"].sharding.spec == jax.sharding.PartitionSpec("data")
     assert len(g["latents"].addressable_shards) == 8
     assert g["latents"].addressable_shards[0].data.shape[0] == 2  # 8 rows over data=4
     np.testing.assert_array_equal(np.asarray(g["keep_ref"]), batch["keep_ref"])

@@ -8,6 +8,7 @@ import pytest
 from flax import nnx
 
 import train_toy
+from omnijax.models import partitioning
 from omnijax.train import mesh as mesh_lib
 from omnijax.train import state as state_lib
 
@@ -104,7 +105,7 @@ def test_state_shardings_mirror_params_and_rng_is_raw():
     tx, _ = state_lib.make_optimizer(cfg.optim)
     abstract = state_lib.abstract_state(obj.model_fn, nnx.Param, tx, 0)
     assert abstract.rng.dtype == jnp.uint32 and abstract.rng.shape == (2,)
-    mesh = mesh_lib.make_mesh({"fsdp": 4, "tensor": 2})
+    mesh = partitioning.make_mesh({"fsdp": 4, "tensor": 2})
     sh = state_lib.state_shardings(abstract, mesh, mesh_lib.rules_from_config(None))
     specs = {s.spec for s in jax.tree.leaves(sh.opt_state)}
     assert jax.sharding.PartitionSpec("fsdp", "tensor") in specs     # Adam moments of `up`

@@ -188,8 +188,9 @@ def test_mmdit_sharded_step_equals_single_device_step():
     cfg.objective_opts.motion_prob = 1.0          # clean motion prefix + noisy frames
     cfg.observe.peak_flops = 1.0
     cfg.optim.warmup_steps = 1
-    from omnijax.train import mesh as mesh_lib, objectives
-    data = objectives.build(cfg).make_data(cfg, mesh_lib.make_mesh({"fsdp": 1}, jax.devices()[:1]))
+    from omnijax.models import partitioning
+    from omnijax.train import objectives
+    data = objectives.build(cfg).make_data(cfg, partitioning.make_mesh({"fsdp": 1}, jax.devices()[:1]))
     batches = [next(data) for _ in range(2)]
     _, s1, l1 = _run(cfg, dict(data=1, fsdp=1, context=1, tensor=1), batches, devices=jax.devices()[:1])
     _, s8, l8 = _run(cfg, dict(data=1, fsdp=4, context=1, tensor=2), batches)

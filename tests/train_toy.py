@@ -16,9 +16,9 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from omnijax.data import synthetic_batches
 from omnijax.models.partitioning import param_init
-from omnijax.train import data as data_lib
-from omnijax.train import objectives
+from omnijax.train import config_lib, inputs, objectives
 
 DIN, HIDDEN, DOUT = 16, 32, 8
 
@@ -41,14 +41,14 @@ class ToyObjective:
 
     def __init__(self, cfg):
         self.cfg = cfg
-        self.trainable = objectives._trainable(cfg)
+        self.trainable = objectives.trainable_filter(cfg)
         self.teacher = np.random.default_rng(123).standard_normal((DIN, DOUT)).astype(np.float32)
 
     def base_model_fn(self, rngs):
         return ToyNet(rngs)
 
     def model_fn(self, rngs):
-        return objectives._lora_wrap(ToyNet(rngs), self.cfg, rngs)
+        return objectives.lora_wrap(ToyNet(rngs), self.cfg, rngs)
 
     def batch_spec(self, B):
         return {"x": jax.ShapeDtypeStruct((B, DIN), jnp.float32),
@@ -71,8 +71,8 @@ class ToyObjective:
         def make(i):
             time.sleep(delay)   # lets the kill -9 test land mid-run
             return self.make_batch(i, B)
-        return data_lib.IndexedBatches(make, objectives._rows(cfg, mesh),
-                                       tuple(cfg.data.get("inject_nan_at", ())), "x")
+        return synthetic_batches.IndexedBatches(make, inputs.process_rows(cfg, mesh),
+                                                tuple(cfg.data.get("inject_nan_at", ())), "x")
 
     def tokens_per_example(self):
         return 1
@@ -82,10 +82,7 @@ class ToyObjective:
 
 
 def toy_config(**train) -> ml_collections.ConfigDict:
-    import sys, os
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "configs"))
-    import common
-    c = common.base()
+    c = config_lib.base()
     c.objective = "train_toy:ToyObjective"
     c.model = dict(size="toy")
     c.data = dict(seed=0, inject_nan_at=(), noise=0.01, delay_s=0.0)

@@ -10,6 +10,7 @@ One grain chain per shape bucket, mixed by bucket weight:
       -> parse (schema.decode) -> curriculum condition dropout (seeded per record)
       -> batch (one bucket => one shape per batch)
     mix(buckets, weights) -> iterator [-> multiprocess prefetch, worker_count > 0]
+      -> to_global: this process's rows -> global arrays split by partitioning.batch_sharding
 
 Every step before the iterator is a MapDataset, so the whole stream is a pure function of
 (seed, position): the iterator's `get_state()` is a small dict and `set_state()` resumes
@@ -26,10 +27,10 @@ from typing import Any, Mapping, Sequence
 import grain
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
 
-from omnijax.data import schema
-from omnijax.train import curriculum
+from omnijax.data import curriculum, schema
+from omnijax.models import partitioning
 
 
 @dataclasses.dataclass
@@ -166,23 +167,56 @@ def make_iterator(cfg: PipelineConfig):
     return iter(ds)
 
 
-def batch_sharding(mesh: Mesh, batch_axes: Sequence[str] = ("data", "fsdp")) -> NamedSharding:
-    """Leading (batch) dimension split over the mesh's batch axes, the rest replicated."""
-    axes = tuple(a for a in batch_axes if a in mesh.axis_names)
-    return NamedSharding(mesh, P(axes if axes else None))
+def local_rows(sharding: NamedSharding, global_batch: int) -> tuple[int, int]:
+    """[start, stop) of the global batch rows that this process's devices hold under
+    `sharding` (a `partitioning.batch_sharding`): the rows its iterator must yield."""
+    idx = sharding.addressable_devices_indices_map((global_batch,))
+    starts = sorted({(s[0].start or 0, s[0].stop or global_batch) for s in idx.values()})
+    lo, hi = starts[0][0], max(s[1] for s in starts)
+    covered = sum(b - a for a, b in starts)
+    if covered != hi - lo:
+        raise ValueError(f"process {jax.process_index()} holds non-contiguous batch rows {starts}; "
+                         "order the mesh so each process owns one block of the batch axes")
+    return lo, hi
 
 
 def to_global(batch: Mapping[str, np.ndarray], mesh: Mesh,
-              sharding: NamedSharding | None = None) -> dict[str, jax.Array]:
-    """Process-local numpy batch -> global jax arrays (`make_array_from_process_local_data`).
+              rules: Mapping[str, Any] | None = None) -> dict[str, jax.Array]:
+    """Process-local numpy batch -> global jax arrays (`make_array_from_process_local_data`),
+    each split by `partitioning.batch_sharding` (the `batch` rule of `rules`, default the
+    active table).
 
-    Each process passes its own B_local rows; the global batch is B_local x process_count."""
-    sharding = sharding or batch_sharding(mesh)
-    out = {}
-    for k, v in batch.items():
-        spec = P(*sharding.spec[:1]) if np.ndim(v) else P()
-        out[k] = jax.make_array_from_process_local_data(NamedSharding(mesh, spec), np.asarray(v))
-    return out
+    Each process passes its own rows (`local_rows`); the global batch is their union."""
+    return {k: jax.make_array_from_process_local_data(
+                partitioning.batch_sharding(mesh, np.ndim(v), rules), np.asarray(v))
+            for k, v in batch.items()}
+
+
+def check_cache(data_dir: str, bucket: str | None, expected: Mapping[str, tuple[int, ...]]) -> None:
+    """Fail before compiling when the cached features do not fit what the model expects.
+
+    `expected`: key -> per-example shape the train step is compiled for. An audio/text
+    encoder of another width, another VAE, or another bucket than configured would
+    otherwise surface as an opaque shape error inside the jitted step.
+    """
+    from omnijax.data.preprocess import read_manifest
+
+    manifest = read_manifest(data_dir)
+    buckets = manifest["buckets"]
+    shape_of = {n: f"{b['frames']}x{b['height']}x{b['width']}" for n, b in buckets.items()}
+    names = [n for n in buckets if bucket is None or shape_of[n] == bucket]
+    if not names:
+        raise ValueError(f"{data_dir}: no bucket {bucket!r} in the manifest; it has "
+                         f"{sorted(shape_of.values())}")
+    for name in names:
+        for key, shape in buckets[name].get("shapes", {}).items():
+            if key in expected and tuple(shape) != tuple(expected[key]):
+                raise ValueError(
+                    f"{data_dir}: bucket {name} holds {key} of shape {tuple(shape)} but the "
+                    f"model config expects {tuple(expected[key])} (encoders used by preprocess: "
+                    f"{manifest.get('encoders')}); match MMDiTConfig's latent_channels / "
+                    "audio_dim / text_dim / pose_channels and data.frames/height/width "
+                    "to the cache, or preprocess again")
 
 
 def describe(cfg: PipelineConfig) -> dict[str, Any]:

@@ -4,19 +4,24 @@ Appearance is four colour statistics, each one region's colour (a median over it
 averaged over frames) in CIELAB, so a distance is a colour difference in Delta E (CIE76)
 units (~2.3 is just noticeable; two SynthTalk identities are ~20-35 apart, median):
 
-- background: the top corners of the frame (SynthTalk never draws anything there);
-- shirt: the middle of the torso;
+- background: the top corners of the frame (SynthTalk never draws anything there, in any
+  framing: the head starts below the top edge and is narrower than the frame);
+- shirt: beside the neck and below it, where the torso is in every framing (in the
+  close-up only a strip at the bottom edge is left of it);
 - skin: the forehead and both cheeks;
 - hair: the cap on top of the head, unmixed from a window down the face axis that spans
-  background, hair and forehead (see `Layout`: the cap is only 1-2 px thick).
+  background, hair and forehead (see `Layout`: the cap is only 1-2 px thick at 32-64 px
+  in the full shot).
 
-The head regions are placed relative to the mouth found in the reference image
-(`lipsync.mouth_box`) and follow the head in every frame (`lipsync.head_shifts`), so
-sway and a slightly displaced generated head do not read as drift. Medians make each
-region robust to what may cross it (a hand over the shirt, blur from a neighbour).
+Every region is placed from the face found in the reference image (`lipsync.face_geometry`:
+its axis, mouth and half-height ry), in multiples of ry, so the layout follows the person
+in the full, half and head framings alike. The head regions follow the head in every
+frame (`lipsync.head_shifts`), so sway and a slightly displaced generated head do not read
+as drift; the shirt and background stay put, as the torso does. Medians make each region
+robust to what may cross it (a hand over the shirt, blur from a neighbour), and pixels of
+glove green are left out of them.
 
-Geometry is in fractions of the frame height H and holds for every SynthTalk face
-(face radii 0.10-0.13 H across, 0.13-0.16 H down). Boxes are `(y0, y1, x0, x1)` pixels.
+Boxes are `(y0, y1, x0, x1)` pixels.
 """
 
 from __future__ import annotations
@@ -26,9 +31,11 @@ import dataclasses
 import numpy as np
 from scipy import optimize
 
-from omnijax.eval.lipsync import _check_frames, _check_image, _sample, head_shifts, mouth_box
+from omnijax.eval.lipsync import Face, _check_frames, _check_image, _sample, face_geometry, head_shifts
+from omnijax.eval.pose import green_dominance
 
 REGIONS = ("hair", "skin", "shirt", "background")
+_GLOVE = 0.2  # green dominance above which a pixel is taken for a glove (pose: hands are > 0.4)
 
 
 def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
@@ -58,6 +65,21 @@ def _pixels(frame: np.ndarray, boxes, dy: float = 0.0, dx: float = 0.0) -> np.nd
                            for b in boxes])
 
 
+def _median(px: np.ndarray) -> np.ndarray:
+    """Median colour `(3,)` of samples `(N, 3)` that are not glove green (a hand crossing
+    a region is not the region; if it covers all of it, all samples count)."""
+    keep = green_dominance(np.clip(px, 0, 255).astype(np.uint8)) <= _GLOVE
+    return np.median(px[keep] if keep.any() else px, axis=0)
+
+
+def _span(face: Face, rows: tuple[float, float], cols: tuple[float, float], H: int, W: int
+          ) -> tuple[int, int, int, int]:
+    """A box from offsets in ry: rows below the face centre, columns right of the axis."""
+    (r0, r1), (c0, c1) = rows, cols
+    cy, cx = face.centre + 0.5 * (r0 + r1) * face.ry, face.axis + 0.5 * (c0 + c1) * face.ry
+    return _box(cy, cx, 0.5 * (r1 - r0) * face.ry, 0.5 * (c1 - c0) * face.ry, H, W)
+
+
 @dataclasses.dataclass(frozen=True)
 class Layout:
     """Where the regions of one reference image are (boxes in reference pixels).
@@ -74,27 +96,38 @@ class Layout:
 
 
 def layout(reference: np.ndarray) -> Layout:
-    """Reference image `(H, W, 3)` -> its `Layout`. Raises ValueError if no mouth is found."""
+    """Reference image `(H, W, 3)` -> its `Layout`. Raises ValueError if no mouth is found.
+
+    Offsets in ry from the face centre (SynthTalk: the skin ellipse spans +-1 ry, the
+    eyes sit 0.15 ry above the centre, the mouth 0.55 ry below, the hair cap from 1.0 to
+    1.2 ry above; the neck is 0.28-0.35 ry wide either side and ends 1.5-1.8 ry below,
+    where the torso widens into the shoulders)."""
     ref = _check_image(reference)
     H, W = ref.shape[:2]
-    y0, y1, x0, x1 = mouth_box(ref)
-    my, mx = (y0 + y1) / 2, (x0 + x1) / 2  # box centre, pixel coordinates of edges
-    p = max(0.5, 0.015 * H)
-    skin = [_box(my - 0.165 * H, mx, 0.02 * H, 0.04 * H, H, W),  # forehead, between face top and eyes
-            _box(my - 0.045 * H, mx - 0.065 * H, p, p, H, W),  # cheeks: beside the nose, above the lip corners
-            _box(my - 0.045 * H, mx + 0.065 * H, p, p, H, W)]
+    face = face_geometry(ref)
+    p = max(0.5, 0.1 * face.ry)
+    skin = [_span(face, (-0.73, -0.45), (-0.28, 0.28), H, W),  # forehead, between face top and eyes
+            # cheeks: beside the nose, above the lip corners
+            _box(face.mouth - 0.31 * face.ry, face.axis - 0.45 * face.ry, p, p, H, W),
+            _box(face.mouth - 0.31 * face.ry, face.axis + 0.45 * face.ry, p, p, H, W)]
     bg = [(0, max(1, int(0.12 * H)), 0, max(1, int(0.12 * W))),
           (0, max(1, int(0.12 * H)), W - max(1, int(0.12 * W)), W)]
-    shirt = [_box(0.85 * H, W / 2, 0.08 * H, 0.08 * H, H, W)]
-    # the window covers background, hair cap and forehead for every face height (hair cap at
-    # 0.20-0.28 H above the mouth); the purest hair row is the one least like skin and bg
-    window = _box(my - 0.245 * H, mx, 0.055 * H, 0.03 * H, H, W)
-    skin_rgb = np.median(_pixels(ref, skin), axis=0)
+    # beside the neck from where it meets the torso, and under it; in the close-up only the
+    # frame's bottom rows are left of these (`_box` keeps at least one row in the frame)
+    shirt = [_span(face, (1.6, 2.6), (-0.75, -0.4), H, W), _span(face, (1.6, 2.6), (0.4, 0.75), H, W),
+             _span(face, (1.85, 2.6), (-0.4, 0.4), H, W)]
+    # the window covers background, hair cap and forehead for every face (the cap's top is
+    # 1.2 ry above the centre, the measured ry is within ~12% of the true one); the purest
+    # hair row is the one least explained as a mix of bg and skin (a row blending hair with
+    # either is nearer that mix than pure hair is, even where hair is close to the skin)
+    window = _span(face, (-1.52, -0.76), (-0.21, 0.21), H, W)
+    skin_rgb = _median(_pixels(ref, skin))
     bg_rgb = np.median(_pixels(ref, bg), axis=0)
     wy0, wy1, wx0, wx1 = window
     col = ref[wy0:wy1, wx0:wx1].astype(np.float64).mean(axis=1)
-    apart = np.minimum(np.linalg.norm(col - skin_rgb, axis=1), np.linalg.norm(col - bg_rgb, axis=1))
-    hair_rgb = col[int(np.argmax(apart))]
+    d = skin_rgb - bg_rgb
+    u = np.clip((col - bg_rgb) @ d / max(d @ d, 1e-9), 0.0, 1.0)
+    hair_rgb = col[int(np.argmax(np.linalg.norm(col - bg_rgb - u[:, None] * d, axis=1)))]
     # window mean = w_bg bg + w_hair hair + w_skin skin, w >= 0, sum 1 (heavy last row)
     A = np.vstack([np.stack([bg_rgb, hair_rgb, skin_rgb], 1), 1e3 * np.ones((1, 3))])
     w, _ = optimize.nnls(A, np.concatenate([col.mean(axis=0), [1e3]]))
@@ -114,8 +147,8 @@ def appearance(frames: np.ndarray, ref: np.ndarray | None = None) -> dict[str, n
     w_bg, w_hair, w_skin = lay.weights
     out: dict[str, list[np.ndarray]] = {k: [] for k in REGIONS}
     for t, (dy, dx) in enumerate(shifts):
-        c = {"skin": np.median(_pixels(frames[t], lay.boxes["skin"], dy, dx), axis=0),
-             "shirt": np.median(_pixels(frames[t], lay.boxes["shirt"]), axis=0),  # the torso stays put
+        c = {"skin": _median(_pixels(frames[t], lay.boxes["skin"], dy, dx)),
+             "shirt": _median(_pixels(frames[t], lay.boxes["shirt"])),  # the torso stays put
              "background": np.median(_pixels(frames[t], lay.boxes["background"]), axis=0)}
         window = _pixels(frames[t], [lay.hair_window], dy, dx).mean(axis=0)
         # a reference with (almost) no visible hair: do not divide the noise up by ~0

@@ -133,6 +133,20 @@ def constrain(x: jax.Array, logical_axes: Sequence[str | None]) -> jax.Array:
     return jax.lax.with_sharding_constraint(x, spec)
 
 
+def batch_sharding(mesh: jax.sharding.Mesh, ndim: int = 1, rules: Rules | None = None) -> NamedSharding:
+    """The sharding of every input batch array of rank `ndim`: the leading dimension by the
+    `batch` rule (default `data` x `fsdp`), the rest replicated; rank 0 is replicated.
+
+    The one definition the data pipeline (`pipeline.to_global`, `pipeline.local_rows`) and
+    the train step's in_shardings use: batches enter in the layout the model's
+    `constrain(x, ("batch", ...))` calls ask for inside, so a change of the `batch` rule
+    moves both together. Mesh axes of size 1 are dropped, as in `spec_for`.
+    """
+    if ndim == 0:
+        return NamedSharding(mesh, P())
+    return NamedSharding(mesh, spec_for(("batch",) + (None,) * (ndim - 1), rules, mesh))
+
+
 def param_init(init: Any, *logical_axes: str | None) -> Any:
     """Wrap an initializer so the parameter records its logical axis names.
 

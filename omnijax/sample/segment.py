@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
 
 from omnijax.diffusion import flow, sampler
 from omnijax.models import partitioning
@@ -204,8 +204,7 @@ class SegmentFunction:
             self._jitted = jax.jit(run)
         else:
             param_sh = partitioning.logical_to_sharding(self.params, mesh, self.rules)
-            batch_sh = {k: NamedSharding(mesh, P(("data", "fsdp"), *([None] * (r - 1))))
-                        for k, r in INPUT_RANKS.items()}
+            batch_sh = {k: partitioning.batch_sharding(mesh, r, self.rules) for k, r in INPUT_RANKS.items()}
             self.params = jax.device_put(self.params, param_sh)
             self._jitted = jax.jit(run, in_shardings=(param_sh, batch_sh),
                                    out_shardings=batch_sh["noise"])

@@ -1,8 +1,9 @@
-"""`python -m omnijax.train ...` (see omnijax/train/main.py)."""
+"""`python -m omnijax.train ...`: the same command as `omnijax train ...` (omnijax/train/main.py),
+through the CLI so that a user's mistake is one line on stderr and exit status 2 here too."""
 
 import sys
 
-from omnijax.train.main import main
+from omnijax import cli
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(cli.main(["train", *sys.argv[1:]]))

@@ -1,13 +1,17 @@
-"""Device mesh and parameter/batch shardings from config.
+"""The training job's view of the mesh: the config's rules table, the scope the step runs
+in, and what the logs say about it.
 
 The mesh has four named axes, always in this order:
     data     pure data parallelism (params replicated)
     fsdp     data parallelism with params/optimizer state sharded over it (ZeRO-3 style)
     context  sequence (token) parallelism for long videos
     tensor   tensor (head / mlp) parallelism
-Sizes come from config; one size may be -1 = "whatever devices are left". Parameters carry
-logical axis names (`embed`, `heads`, `mlp`, ...) in their NNX metadata; a rules table in the
-config maps each logical name to mesh axes, so a new parallelism layout is a config change.
+Sizes come from config (`mesh.shape`; one size may be -1 = "whatever devices are left")
+and are resolved by `partitioning.make_mesh`. Parameters carry logical axis names (`embed`,
+`heads`, `mlp`, ...) in their NNX metadata; `mesh.rules` in the config replaces entries of
+`partitioning.DEFAULT_RULES`, so a new parallelism layout is a config change. Batches are
+split by the `batch` rule (`partitioning.batch_sharding`), the same rule the model's
+activation constraints use.
 
 All axes are `AxisType.Auto` (GSPMD propagation with sharding constraints), scoped with
 `jax.set_mesh`.
@@ -21,20 +25,12 @@ import math
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import jax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
 
 from omnijax.models import partitioning
-
-MESH_AXES = partitioning.MESH_AXES          # ("data", "fsdp", "context", "tensor")
-# The batch dimension of every input is split over both data-parallel axes.
-BATCH_AXES = ("data", "fsdp")
+from omnijax.models.partitioning import MESH_AXES
 
 log = logging.getLogger(__name__)
-
-
-# One mesh builder for the whole project lives beside the rules it serves.
-mesh_shape = partitioning.mesh_shape
-make_mesh = partitioning.make_mesh
 
 
 def rules_from_config(rules: Mapping[str, Any] | Iterable[Sequence[Any]] | None) -> dict[str, Any]:
@@ -72,17 +68,11 @@ def state_shardings(state: Any, mesh: Mesh, rules: Mapping[str, Any]) -> Any:
     return partitioning.logical_to_sharding(state, mesh, rules)
 
 
-def replicated(mesh: Mesh) -> NamedSharding:
-    return NamedSharding(mesh, P())
-
-
-def batch_sharding(mesh: Mesh, ndim: int = 1) -> NamedSharding:
-    """Leading (batch) dim split over data x fsdp; everything else replicated."""
-    return NamedSharding(mesh, P(BATCH_AXES, *([None] * (ndim - 1))))
-
-
-def data_parallel_size(mesh: Mesh) -> int:
-    return math.prod(mesh.shape[a] for a in BATCH_AXES)
+def data_parallel_size(mesh: Mesh, rules: Mapping[str, Any] | None = None) -> int:
+    """How many ways the batch is split: the product of the mesh axes of the `batch` rule."""
+    axes = partitioning.batch_sharding(mesh, 1, rules).spec[0]
+    axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
+    return math.prod(mesh.shape[a] for a in axes)
 
 
 def describe(mesh: Mesh) -> str:

@@ -7,7 +7,14 @@ An objective bundles what the generic loop needs and nothing else:
     loss(model, batch, rng) -> (loss, aux)   pure, traced inside the jitted step
     batch_spec(B) -> {key: ShapeDtypeStruct} global batch shapes (for lowering)
     make_data(cfg, mesh) -> checkpointable iterator of this process's batch rows
+    recipe() -> dict                     what sampling must repeat (see below)
+    breakdowns                           {aux key: group names} the trainer logs per group
     tokens_per_example(), flops_per_example()   for tokens/s and the MFU estimate
+
+The concerns around an objective live where their names say: its batches in
+`omnijax.train.inputs` (over the sources of `omnijax.data`), the check that a preprocessed
+cache fits the model in `omnijax.data.pipeline.check_cache`, FLOP counting in
+`omnijax.train.flops`. This module holds the models and the losses.
 
 VAE: reconstruction (L1 + L2) + KL to N(0, I), so small VAEs can be trained (SynthTalk).
 MMDiT: flow matching on cached, normalised latents with the batch's `keep_*` masks, a
@@ -28,7 +35,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from omnijax.models.conditions import CONDITIONS
-from omnijax.train import data as data_lib
+from omnijax.train import flops, inputs
 
 # mix index = sum(keep_c << i): 16 named condition mixes for the per-mix loss breakdown
 MIX_NAMES = tuple("_".join(c for i, c in enumerate(CONDITIONS) if code >> i & 1) or "none"
@@ -47,7 +54,11 @@ def motion_lengths(value, latent_frames: int) -> tuple[int, ...]:
     return lengths
 
 
-def _lora_wrap(model: nnx.Module, cfg, rngs: nnx.Rngs) -> nnx.Module:
+# The two LoRA helpers are public: an objective of one's own ("module:Class", see `build`)
+# builds its model with them to train under `cfg.lora` like the built-in ones.
+
+def lora_wrap(model: nnx.Module, cfg, rngs: nnx.Rngs) -> nnx.Module:
+    """`model` with LoRA adapters on `cfg.lora.targets` when `cfg.lora.rank` > 0."""
     if not cfg.get("lora") or not cfg.lora.get("rank", 0):
         return model
     from omnijax.models import lora
@@ -55,17 +66,12 @@ def _lora_wrap(model: nnx.Module, cfg, rngs: nnx.Rngs) -> nnx.Module:
                            targets=list(cfg.lora.targets), rngs=rngs)
 
 
-def _trainable(cfg):
+def trainable_filter(cfg):
+    """What the optimizer updates: the adapters under LoRA, else every nnx.Param."""
     if cfg.get("lora") and cfg.lora.get("rank", 0):
         from omnijax.models.lora import LoRAParam
         return LoRAParam
     return nnx.Param
-
-
-def _rows(cfg, mesh) -> tuple[int, int]:
-    """This process's rows of the global batch under the mesh's batch sharding."""
-    from omnijax.train import mesh as mesh_lib
-    return data_lib.local_rows(mesh_lib.batch_sharding(mesh, 1), int(cfg.train.batch_size))
 
 
 # ============================================================================ MMDiT
@@ -103,14 +109,14 @@ class MMDiTObjective:
         self.motion_lengths = motion_lengths(o.motion_frames, self.F) if self.motion_prob > 0 else ()
         from omnijax.diffusion import flow
         self.shift = flow.resolve_shift(o.t_shift, self.tokens_per_example() - self.L)
-        self.trainable = _trainable(cfg)
+        self.trainable = trainable_filter(cfg)
 
     def base_model_fn(self, rngs: nnx.Rngs) -> nnx.Module:
         from omnijax.models.mmdit import MMDiT
         return MMDiT(self.model_config, rngs=rngs)
 
     def model_fn(self, rngs: nnx.Rngs) -> nnx.Module:
-        return _lora_wrap(self.base_model_fn(rngs), self.cfg, rngs)
+        return lora_wrap(self.base_model_fn(rngs), self.cfg, rngs)
 
     def batch_spec(self, B: int) -> dict[str, jax.ShapeDtypeStruct]:
         mc = self.model_config
@@ -182,77 +188,18 @@ class MMDiTObjective:
         return per.mean(), aux
 
     def make_data(self, cfg, mesh):
-        d = cfg.data
-        rows = _rows(cfg, mesh)
-        if d.source == "shards":
-            return self._shards(cfg, rows)
-        if d.source != "synthetic":
-            raise ValueError(f"data.source must be 'synthetic' or 'shards', got {d.source!r}")
-        from omnijax.train import curriculum
-        mc = self.model_config
-        stage = curriculum.get_stage(cfg.curriculum.stage, dict(cfg.curriculum.get("ratios", {})))
-        make = data_lib.synthetic_latents(
-            seed=int(d.seed), batch=int(cfg.train.batch_size), frames=self.F, height=self.h,
-            width=self.w, channels=mc.latent_channels, audio_dim=mc.audio_dim,
-            pose_hw=(self.Hp, self.Wp), keypoints=mc.pose_channels, text_len=self.L,
-            text_dim=mc.text_dim, stage=stage)
-        return data_lib.IndexedBatches(make, rows, tuple(d.get("inject_nan_at", ())), "latents")
-
-    def _shards(self, cfg, rows):
-        """The grain pipeline (omnijax.data.pipeline) over preprocessed ArrayRecord shards (one bucket: the
-        step is compiled for one shape)."""
-        from omnijax.data import pipeline
-        d = cfg.data
-        if not d.path:
-            raise ValueError("data.source='shards' needs --config.data.path=<preprocess output dir>")
-        self.check_shards(str(d.path), str(d.bucket) if d.bucket else None)
-        pc = pipeline.PipelineConfig(
-            data_dir=str(d.path), batch_size=rows[1] - rows[0], stage=cfg.curriculum.stage,
-            keep_ratios=dict(cfg.curriculum.get("ratios", {})),
-            bucket_weights={str(d.bucket): 1.0} if d.bucket else None, seed=int(d.seed),
-            worker_count=int(d.get("workers", 0)),
-            # the record shard is this process's block of batch rows, not its process index:
-            # processes holding the same rows (a model axis across them) must read the same records
-            shard_index=rows[0] // (rows[1] - rows[0]),
-            shard_count=int(cfg.train.batch_size) // (rows[1] - rows[0]))
-        return pipeline.make_iterator(pc)
-
-    def check_shards(self, data_dir: str, bucket: str | None) -> None:
-        """Fail before compiling when the cached features do not fit the model config: an
-        audio/text encoder of another width, another VAE, or another bucket than configured
-        would otherwise surface as an opaque shape error inside the jitted step."""
-        from omnijax.data.preprocess import read_manifest
-        manifest = read_manifest(data_dir)
-        expected = {k: tuple(v.shape[1:]) for k, v in self.batch_spec(1).items()}
-        buckets = manifest["buckets"]
-        shape_of = {n: f"{b['frames']}x{b['height']}x{b['width']}" for n, b in buckets.items()}
-        names = [n for n in buckets if bucket is None or shape_of[n] == bucket]
-        if not names:
-            raise ValueError(f"{data_dir}: no bucket {bucket!r} in the manifest; it has "
-                             f"{sorted(shape_of.values())}")
-        for name in names:
-            for key, shape in buckets[name].get("shapes", {}).items():
-                if key in expected and tuple(shape) != expected[key]:
-                    raise ValueError(
-                        f"{data_dir}: bucket {name} holds {key} of shape {tuple(shape)} but the "
-                        f"model config expects {expected[key]} (encoders used by preprocess: "
-                        f"{manifest.get('encoders')}); match MMDiTConfig's latent_channels / "
-                        "audio_dim / text_dim / pose_channels and data.frames/height/width "
-                        "to the cache, or preprocess again")
+        return inputs.mmdit_batches(cfg, mesh, self)
 
     def tokens_per_example(self) -> int:
         ph, pw = self.model_config.patch
         return (self.F + 1) * (self.h // ph) * (self.w // pw) + self.L
 
     def flops_per_example(self) -> float:
-        """6 x params x tokens + attention 12 x layers x tokens^2 x width (training)."""
-        from omnijax.train.state import build_abstract, count_params
-        mc = self.model_config
-        n = self.tokens_per_example()
+        """The analytic transformer count over the joint sequence (`flops.transformer_flops`)."""
         if not hasattr(self, "_params"):
-            _, params, _ = build_abstract(self.model_fn, nnx.Param)
-            self._params = count_params(params)
-        return 6.0 * self._params * n + 12.0 * mc.depth * n * n * mc.width
+            self._params = flops.abstract_param_count(self.model_fn)
+        mc = self.model_config
+        return flops.transformer_flops(self._params, self.tokens_per_example(), mc.depth, mc.width)
 
 
 # ============================================================================ VAE
@@ -270,7 +217,7 @@ class VAEObjective:
         if (self.T - 1) % 4 or self.H % 8 or self.W % 8:
             raise ValueError(f"VAE training clips need T = 1 + 4k frames and H, W multiples of 8, "
                              f"got {self.T}x{self.H}x{self.W}")
-        self.trainable = _trainable(cfg)
+        self.trainable = trainable_filter(cfg)
 
     def recipe(self) -> dict:
         return {"frames": self.T, "height": self.H, "width": self.W}
@@ -280,7 +227,7 @@ class VAEObjective:
         return CausalVAE(self.model_config, rngs=rngs)
 
     def model_fn(self, rngs: nnx.Rngs) -> nnx.Module:
-        return _lora_wrap(self.base_model_fn(rngs), self.cfg, rngs)
+        return lora_wrap(self.base_model_fn(rngs), self.cfg, rngs)
 
     def batch_spec(self, B: int) -> dict[str, jax.ShapeDtypeStruct]:
         return {"video": jax.ShapeDtypeStruct((B, self.T, self.H, self.W, 3), jnp.float32)}
@@ -300,32 +247,20 @@ class VAEObjective:
         return loss, {"recon_l1": l1, "recon_l2": l2, "kl": kl}
 
     def make_data(self, cfg, mesh):
-        d = cfg.data
-        rows = _rows(cfg, mesh)
-        if d.source != "synthtalk":
-            raise ValueError(f"VAE data.source must be 'synthtalk', got {d.source!r}")
-        make = data_lib.synthtalk_videos(seed=int(d.seed), batch=int(cfg.train.batch_size),
-                                         frames=self.T, height=self.H, width=self.W)
-        return data_lib.IndexedBatches(make, rows, tuple(d.get("inject_nan_at", ())), "video")
+        return inputs.vae_batches(cfg, mesh, self)
 
     def tokens_per_example(self) -> int:
         # latent positions produced per clip (the VAE's "tokens")
         return (1 + (self.T - 1) // 4) * (self.H // 8) * (self.W // 8)
 
     def flops_per_example(self) -> float:
-        """XLA's count for one forward (encode + decode) x 3 (forward + backward)."""
+        """XLA's count of one encode + decode, x 3 for forward + backward."""
         if not hasattr(self, "_flops"):
-            from omnijax.train.state import build_abstract
-            g, s, rest = build_abstract(self.model_fn, ...)
+            def forward(model, video):
+                mean, _ = model.moments(video)
+                return model.reconstruct(mean, clamp=False)
             video = jax.ShapeDtypeStruct((1, self.T, self.H, self.W, 3), jnp.float32)
-
-            def fwd(s, v):
-                m = nnx.merge(g, s)
-                mean, _ = m.moments(v)
-                return m.reconstruct(mean, clamp=False)
-            cost = jax.jit(fwd).lower(s, video).cost_analysis()
-            cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-            self._flops = 3.0 * float((cost or {}).get("flops", 0.0))
+            self._flops = flops.xla_flops(self.model_fn, forward, video)
         return self._flops
 
 

@@ -28,6 +28,8 @@ from etils import epath
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from omnijax.data import pipeline
+from omnijax.models import partitioning
 from omnijax.train import checkpoint as ckpt_lib
 from omnijax.train import mesh as mesh_lib
 from omnijax.train import state as state_lib
@@ -49,7 +51,8 @@ def _cast_floats(tree, dtype):
 
 
 def _split_microbatches(batch: dict, n: int, mesh: Mesh | None) -> dict:
-    """(B, ...) -> (n, B/n, ...), keeping each microbatch split over the batch axes.
+    """(B, ...) -> (n, B/n, ...), keeping each microbatch split like the batch it came from
+    (`partitioning.batch_sharding` under the rules in scope while the step is traced).
 
     Sample i goes to microbatch i % n, so every device keeps its own rows (no reshuffle).
     """
@@ -57,7 +60,7 @@ def _split_microbatches(batch: dict, n: int, mesh: Mesh | None) -> dict:
         b = x.shape[0]
         y = x.reshape(b // n, n, *x.shape[1:]).swapaxes(0, 1)
         if mesh is not None:
-            spec = P(None, mesh_lib.BATCH_AXES, *([None] * (x.ndim - 1)))
+            spec = P(None, *partitioning.batch_sharding(mesh, x.ndim).spec)
             y = jax.lax.with_sharding_constraint(y, NamedSharding(mesh, spec))
         return y
     return jax.tree.map(one, batch)
@@ -192,18 +195,6 @@ def compile_step(jitted, abstract_state: TrainState, abstract_batch: dict):
     return compiled, info
 
 
-# ============================================================================ batches
-
-def global_batch(local: dict[str, np.ndarray], shardings: dict[str, NamedSharding]) -> dict:
-    """Process-local rows -> one global array per key, split over the batch axes."""
-    return {k: jax.make_array_from_process_local_data(shardings[k], np.asarray(v))
-            for k, v in local.items()}
-
-
-def batch_shardings(spec: dict[str, jax.ShapeDtypeStruct], mesh: Mesh) -> dict[str, NamedSharding]:
-    return {k: mesh_lib.batch_sharding(mesh, len(v.shape)) for k, v in spec.items()}
-
-
 # ============================================================================ preemption
 
 class StopSignal:
@@ -318,6 +309,7 @@ def host_scalars(metrics: dict, breakdowns: Mapping[str, tuple[str, ...]]) -> di
 class Setup:
     """Everything the loop needs that does not depend on where the state comes from."""
     mesh: Mesh
+    rules: dict                   # logical axis -> mesh axes (config over the defaults)
     objective: Any
     graphdef: nnx.GraphDef
     tx: optax.GradientTransformation
@@ -325,7 +317,7 @@ class Setup:
     abstract: TrainState          # ShapeDtypeStructs
     shardings: TrainState         # NamedShardings
     batch_spec: dict              # global batch ShapeDtypeStructs
-    batch_shardings: dict
+    batch_shardings: dict         # key -> partitioning.batch_sharding (the step's in_shardings)
     step: Callable                # jitted (state, batch) -> (state, metrics), state donated
     flops_per_example: float
 
@@ -339,13 +331,14 @@ class Setup:
                                       self.tx, self.shardings, seed)
 
     def global_batch(self, local: dict) -> dict:
-        return global_batch(local, self.batch_shardings)
+        """This process's rows -> global arrays laid out as the step's in_shardings."""
+        return pipeline.to_global(local, self.mesh, self.rules)
 
 
 def setup(cfg, objective=None, devices=None) -> Setup:
     """Mesh, objective, optimizer, abstract state + shardings, the jitted step."""
     from omnijax.train import objectives  # model imports only when training
-    mesh = mesh_lib.make_mesh(dict(cfg.mesh.shape), devices)
+    mesh = partitioning.make_mesh(dict(cfg.mesh.shape), devices)
     rules = mesh_lib.rules_from_config(cfg.mesh.get("rules"))
     objective = objective or objectives.build(cfg)
     tx, schedule = state_lib.make_optimizer(cfg.optim)
@@ -356,18 +349,18 @@ def setup(cfg, objective=None, devices=None) -> Setup:
     flops = objective.flops_per_example()
     shardings = state_lib.state_shardings(abstract, mesh, rules)
     B = int(cfg.train.batch_size)
-    if B % (mesh_lib.data_parallel_size(mesh) * int(cfg.train.microbatches)):
-        raise ValueError(f"train.batch_size={B} must be divisible by data x fsdp "
-                         f"({mesh_lib.data_parallel_size(mesh)}) x microbatches "
-                         f"({cfg.train.microbatches})")
+    dp = mesh_lib.data_parallel_size(mesh, rules)
+    if B % (dp * int(cfg.train.microbatches)):
+        raise ValueError(f"train.batch_size={B} must be divisible by the batch axes' size "
+                         f"({dp}) x microbatches ({cfg.train.microbatches})")
     spec = objective.batch_spec(B)
-    b_shard = batch_shardings(spec, mesh)
+    b_shard = {k: partitioning.batch_sharding(mesh, len(v.shape), rules) for k, v in spec.items()}
     step_fn = make_train_step(
         graphdef, objective.loss, tx, schedule, ema_decay=float(cfg.optim.ema_decay),
         ema_warmup=bool(cfg.optim.get("ema_warmup", True)),
         compute_dtype=jnp.dtype(cfg.train.compute_dtype), microbatches=int(cfg.train.microbatches),
         mesh=mesh)
-    return Setup(mesh=mesh, objective=objective, graphdef=graphdef, tx=tx, schedule=schedule,
+    return Setup(mesh=mesh, rules=rules, objective=objective, graphdef=graphdef, tx=tx, schedule=schedule,
                  abstract=abstract, shardings=shardings, batch_spec=spec, batch_shardings=b_shard,
                  step=jit_train_step(step_fn, shardings, b_shard, mesh, rules), flops_per_example=flops)
 

@@ -3,12 +3,13 @@
 Every source here is deterministic in (seed, batch index) and checkpointable like a grain
 iterator (`get_state() -> bytes`, `set_state(bytes)`), so a resumed run sees exactly the
 batches an uninterrupted run would have seen. Each process builds the global batch and
-keeps its own rows (the rows its devices hold under the batch sharding), so an N-process
-run trains on the same global batches as a 1-process run.
+keeps its own rows (`pipeline.local_rows`: the rows its devices hold under the batch
+sharding), so an N-process run trains on the same global batches as a 1-process run.
 
-    SyntheticLatents   the cached-example schema (omnijax.data.schema) with random
-                       features + curriculum keep masks: drives the MMDiT objective
-    SynthTalkVideos    SynthTalk frames rendered on the fly: drives the VAE objective
+    IndexedBatches      `make(index) -> global batch` as a checkpointable iterator of rows
+    synthetic_latents   the cached-example schema (omnijax.data.schema) with random
+                        features + curriculum keep masks: drives the MMDiT objective
+    synthtalk_videos    SynthTalk frames rendered on the fly: drives the VAE objective
 """
 
 from __future__ import annotations
@@ -16,21 +17,9 @@ from __future__ import annotations
 import json
 from typing import Callable
 
-import jax
 import numpy as np
-from jax.sharding import NamedSharding
 
-
-def local_rows(sharding: NamedSharding, global_batch: int) -> tuple[int, int]:
-    """[start, stop) of the batch rows that this process's devices hold."""
-    idx = sharding.addressable_devices_indices_map((global_batch,))
-    starts = sorted({(s[0].start or 0, s[0].stop or global_batch) for s in idx.values()})
-    lo, hi = starts[0][0], max(s[1] for s in starts)
-    covered = sum(b - a for a, b in starts)
-    if covered != hi - lo:
-        raise ValueError(f"process {jax.process_index()} holds non-contiguous batch rows {starts}; "
-                         "order the mesh so each process owns one block of the batch axes")
-    return lo, hi
+from omnijax.data import curriculum
 
 
 class IndexedBatches:
@@ -72,8 +61,6 @@ def synthetic_latents(*, seed: int, batch: int, frames: int, height: int, width:
                       text_len: int, text_dim: int, stage, audio_ok_rate: float = 0.8,
                       pose_ok_rate: float = 0.7) -> Callable[[int], dict[str, np.ndarray]]:
     """`make(index)`: one global batch in the cached-example schema plus keep masks."""
-    from omnijax.train import curriculum
-
     T = 1 + 4 * (frames - 1)
 
     def make(index: int) -> dict[str, np.ndarray]:

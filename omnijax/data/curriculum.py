@@ -7,7 +7,9 @@ model does not lean on it and forget the weaker ones. Text and reference are kep
 reference ratio too low causes identity drift on long videos).
 
 `keep_masks` is a pure function of its inputs and the generator, so the data pipeline can
-run it per sample with a seeded rng and a restored iterator reproduces it exactly.
+run it per sample with a seeded rng and a restored iterator reproduces it exactly. The
+conditions and their draw order are the model's (`omnijax.models.conditions.CONDITIONS`):
+a stage has one ratio per condition the MMDiT can be given.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Mapping
 
 import numpy as np
 
-CONDITIONS = ("ref", "text", "audio", "pose")
+from omnijax.models.conditions import CONDITIONS
 
 
 @dataclasses.dataclass(frozen=True)
