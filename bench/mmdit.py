@@ -87,12 +87,14 @@ def mmdit_forward_flops(cfg: MMDiTConfig, frames_visual: int, frames_noisy: int)
     for key, n in groups.items():
         if key.startswith(("blocks/text", "text/")):
             tokens = L
-        elif key.startswith("blocks/audio/kv"):
+        elif key in ("blocks/audio/k", "blocks/audio/v"):
             tokens = frames_noisy * slots
         elif key.startswith("audio/"):
             tokens = video_frames
-        elif key.startswith(("time", "visual_time_proj", "text_time_proj", "final_time_proj")):
-            tokens = 2  # once per sample (clean and noisy timestep)
+        elif key.startswith(("time", "visual_time_proj", "final_time_proj")):
+            tokens = frames_visual + 1  # per frame (each frame has its own t) + the text stream's
+        elif key.startswith("text_time_proj"):
+            tokens = 1
         elif key.startswith("pose/") or key in ("", "audio", "text", "blocks/text", "blocks/visual"):
             continue  # conv guider: counted below; the rest are tables (null / slot / modulation)
         else:

@@ -1,10 +1,20 @@
-"""Training-step speed: step time, tokens/s and MFU of the full jitted train step.
+"""Training speed: the bare jitted train step, and the real loop at its default settings.
 
-    python bench/train.py [--repeats 5] [--rows mmdit-tiny,mmdit-tiny-remat,mmdit-small,vae-tiny]
+    python bench/train.py [--repeats 5] [--rows mmdit-tiny,mmdit-tiny-nomotion,mmdit-tiny-remat,mmdit-small,vae-tiny]
+                          [--loop-steps 120]
 
-The timed thing is the whole `trainer.setup(...).step` (forward, backward, clipping, AdamW,
+Bare rows time the whole `trainer.setup(...).step` (forward, backward, clipping, AdamW,
 EMA, guard) on the batches the objective really trains on, one jit call per step, state
-donated. Each figure is the median of `--repeats` steps after one warm-up step.
+donated; each figure is the median of `--repeats` steps after one warm-up step. Rows use
+the configs' defaults (`configs/omnihuman.py:size=...`: motion_prob 0.25 with 2-frame
+prefixes) except `-nomotion` (motion_prob 0) and `-remat`.
+
+Loop rows run `trainer.train` itself (`python -m omnijax.train`'s code path: data
+iterator, host->device batches, the step, metrics, checkpoints every `checkpoint.every`,
+TensorBoard) for `--loop-steps` steps of the tiny stage-3 config, on synthetic latents and
+on preprocessed shards (made here: `omnijax synth` + `omnijax preprocess` into a temp dir),
+and read `steps_per_s` from the run's own metrics.jsonl (the rows after the first logging
+window, so compilation is excluded). "of bare step" = loop steps/s x the bare step time.
 
 MFU = model FLOPs per step / step time / (peak FLOP/s x devices), where the peak is a
 float32 1024^2 matmul measured first in this same process (the CPU roofline stand-in; on
@@ -42,10 +52,11 @@ from omnijax.train import trainer  # noqa: E402
 def _row_config(name: str):
     if name.startswith("mmdit"):
         size = name.split("-")[1]
-        c = omnihuman.get_config(f"size={size}")
-        c.data.update(latent_frames=3, latent_height=8, latent_width=8, text_len=32)
-        c.train.update(batch_size=8 if size == "tiny" else 2)
-        c.objective_opts.motion_prob = 0.0
+        c = omnihuman.get_config(f"size={size},stage=3")
+        if size != "tiny":
+            c.train.update(batch_size=2)
+        if name.endswith("nomotion"):
+            c.objective_opts.motion_prob = 0.0
         if name.endswith("remat"):
             c.train.remat = "nothing_saveable"
     else:
@@ -95,10 +106,47 @@ def bench_row(name: str, repeats: int, peak: float) -> dict:
                 loss=float(m["loss"]))
 
 
+def _loop_steps_per_s(workdir: str, log_every: int) -> float:
+    import json
+    rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    rows = [r for r in rows if r["step"] > log_every and "steps_per_s" in r]
+    return statistics.median(r["steps_per_s"] for r in rows)
+
+
+def _make_shards(root: str) -> str:
+    from omnijax.data import preprocess, synthetic
+    synthetic.generate(synthetic.SynthConfig(clips=8, seconds=3.0, size=64, seed=0), os.path.join(root, "synth"),
+                       progress=False)
+    cfg = preprocess.PreprocessConfig(buckets=("17x64x64",), stride=4, vae="tiny")
+    preprocess.run(os.path.join(root, "synth", "clips"), os.path.join(root, "cache"), cfg, progress=False)
+    return os.path.join(root, "cache")
+
+
+def loop_row(name: str, steps: int, bare_ms: float, root: str) -> dict:
+    """`trainer.train` at the tiny stage-3 defaults; steps/s from its own metrics."""
+    import logging
+    logging.getLogger("omnijax").setLevel(logging.WARNING)
+    source = name.split("-")[-1]
+    c = omnihuman.get_config(f"size=tiny,stage=3,data={source}")
+    c.train.update(steps=steps, compute_dtype="float32")
+    c.observe.peak_flops = 1.0
+    if source == "shards":
+        c.data.update(path=_make_shards(os.path.join(root, "shards")), bucket="17x64x64")
+    workdir = os.path.join(root, name)
+    t0 = time.perf_counter()
+    status = trainer.train(c, workdir)
+    wall = time.perf_counter() - t0
+    sps = _loop_steps_per_s(workdir, int(c.train.log_every))
+    return dict(row=name, status=status, steps=steps, log_every=int(c.train.log_every),
+                ckpt_every=int(c.checkpoint.every), steps_per_s=sps, step_ms=1e3 / sps,
+                of_bare=sps * bare_ms / 1e3, wall_s=wall)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--rows", default="mmdit-tiny,mmdit-tiny-remat,mmdit-small,vae-tiny")
+    p.add_argument("--rows", default="mmdit-tiny,mmdit-tiny-nomotion,mmdit-tiny-remat,mmdit-small,vae-tiny")
+    p.add_argument("--loop-steps", type=int, default=120, help="steps of each real-loop row (0: none)")
     p.add_argument("--peak", type=float, default=0.0, help="peak FLOP/s per device (0: measure)")
     a = p.parse_args(argv)
     peak = a.peak or trainer.measured_matmul_peak(1024, 7)
@@ -132,6 +180,21 @@ def main(argv=None) -> int:
     for r in rows[1:]:
         if r["row"].startswith("mmdit-tiny"):
             print(f"# {r['row']} / {base['row']} step time: {r['step_ms'] / base['step_ms']:.2f}x")
+    by_name = {r["row"]: r for r in rows}
+    if "mmdit-tiny" in by_name and "mmdit-tiny-nomotion" in by_name:
+        print(f"# motion_prob 0.25 / 0: {by_name['mmdit-tiny']['step_ms'] / by_name['mmdit-tiny-nomotion']['step_ms']:.2f}x "
+              "step time (the prefix is a mask: same program, same shapes)")
+    if a.loop_steps and "mmdit-tiny" in by_name:
+        import tempfile
+        bare = by_name["mmdit-tiny"]["step_ms"]
+        with tempfile.TemporaryDirectory() as root:
+            loops = [loop_row(n, a.loop_steps, bare, root) for n in ("loop-synthetic", "loop-shards")]
+        print("\n| loop (tiny stage 3, defaults) | steps | log every | ckpt every | steps/s | ms/step | of bare step | wall s |")
+        print("|---|---|---|---|---|---|---|---|")
+        for r in loops:
+            print(f"| {r['row']} | {r['steps']} | {r['log_every']} | {r['ckpt_every']} | {r['steps_per_s']:.2f} | "
+                  f"{r['step_ms']:.1f} | {r['of_bare']:.2f} | {r['wall_s']:.0f} |")
+        print(f"# bare step (mmdit-tiny, defaults): {bare:.1f} ms = {1e3 / bare:.2f} steps/s")
     return 0
 
 

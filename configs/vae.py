@@ -21,9 +21,13 @@ def get_config(arg: str | None = None):
     c = config_lib.base()
     c.objective = "vae"
     c.model = dict(size=str(a["size"]))
+    # framing / mouth_scale: the SynthTalk camera and mouth range (as `omnijax synth`); train
+    # the VAE on the shot it will encode, and on clips as long as the windows it will encode
+    # (a causal VAE trained on 5-frame clips reconstructs frames 9..16 of a window poorly)
     c.data = dict(source="synthtalk", seed=0, frames=a["frames"], height=a["res"],
-                  width=a["res"], inject_nan_at=())
-    c.objective_opts = dict(l1_weight=1.0, l2_weight=1.0, kl_weight=1e-6)
+                  width=a["res"], framing="full", mouth_scale=1.0, inject_nan_at=())
+    # posterior: sample (decode a posterior draw, the VAE objective) | mean (decode the mean)
+    c.objective_opts = dict(l1_weight=1.0, l2_weight=1.0, kl_weight=1e-6, posterior="sample")
     c.lora.targets = ()
     if a["size"] == "tiny":
         c.train.update(steps=300, batch_size=4, compute_dtype="float32", log_every=10)

@@ -11,6 +11,7 @@ import sys
 
 # command -> (module with `main(argv) -> int | None`, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("omnijax.demo", "a generated talking video + its evaluation (bundled model, or --train)"),
     "synth": ("omnijax.data.synthetic", "render SynthTalk clips (mp4 + audio + keypoints + caption)"),
     "preprocess": ("omnijax.data.preprocess", "clips -> cached latents/audio/pose/text ArrayRecord shards"),
     "train": ("omnijax.train.main", "train the VAE or the MMDiT from a config file"),

@@ -73,9 +73,10 @@ class Phases:
         t0 = time.perf_counter()
         info = fn()
         self.done[name] = {"seconds": round(time.perf_counter() - t0, 1), "info": info}
+        from omnijax.eval.command import json_safe
         tmp = self.path + ".tmp"
         with open(tmp, "w") as f:
-            json.dump(self.done, f, indent=1, default=str)
+            json.dump(json_safe(self.done), f, indent=1, default=str, allow_nan=False)
         os.replace(tmp, self.path)
         if progress:
             print(f"[demo] {name}: {self.done[name]['seconds']:.0f} s", flush=True)
@@ -116,6 +117,7 @@ def _vae(c, out: str) -> dict:
     cfg.train.update(steps=v.steps, batch_size=v.batch_size, max_minutes=c.minutes * c.shares.vae,
                      log_every=10)
     cfg.optim.update(lr=v.lr, ema_decay=v.ema_decay, decay_steps=v.steps, final_lr_ratio=1.0)
+    cfg.objective_opts.posterior = v.posterior
     cfg.checkpoint.every = 200
     info = _train(cfg, os.path.join(out, "runs", "vae"))
     target = os.path.join(out, "models", "vae")
@@ -213,11 +215,33 @@ def _eval(c, out: str, models: dict[str, str], videos: dict[str, dict]) -> dict:
     return blob
 
 
+def _summary_info(blob: dict) -> dict:
+    """What phases.json keeps of an evaluation (the whole of it is eval.json)."""
+    return {"lipsync_model": blob["lipsync"]["model"]["peak"], "lipsync_truth": blob["lipsync"]["truth"]["peak"],
+            "pose_error_px": blob["pose_error_px"]["model"], "eval_json": "eval.json"}
+
+
 def _curves(out: str, runs: dict[str, str]) -> None:
     from omnijax.eval import plots
     have = {n: p for n, p in runs.items() if os.path.exists(p)}
     if have:
         plots.write_curves_png(os.path.join(out, "curves.png"), have, keys=("loss",))
+
+
+def enable_compilation_cache() -> str:
+    """JAX's persistent compilation cache: the three stages' train steps are the same
+    program (the stage only changes the data's keep masks), and a rerun of the demo compiles
+    nothing it compiled before. OMNIJAX_CACHE overrides the folder."""
+    import jax
+    path = os.environ.get("OMNIJAX_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "omnijax", "xla")
+    os.makedirs(path, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    return path
+
+
+def _fmt(x, spec=".2f") -> str:
+    return "n/a" if x is None or not np.isfinite(x) else format(x, spec)
 
 
 def summary(blob: dict, out: str) -> str:
@@ -227,8 +251,9 @@ def summary(blob: dict, out: str) -> str:
              f"truth {ls['truth']['peak']:.2f}  vae {ls['vae']['peak']:.2f}  "
              f"no audio {ls['no_audio']['peak']:.2f}  mismatched audio {ls['mismatched']['peak']:.2f}  "
              f"still {ls['still']['peak']:.2f}",
-             f"[demo] pose (hand error, px): model {pe['model']:.2f} | no pose {pe['no_pose']:.2f}  "
-             f"truth {pe['truth']:.2f}",
+             f"[demo] pose (hand error, px): model {_fmt(pe['model'])} | no pose {_fmt(pe['no_pose'])}  "
+             f"truth {_fmt(pe['truth'])}  (hands found in {100 * blob['pose_found']:.0f}% of the model's "
+             "frames)",
              f"[demo] identity drift (Lab dE to the reference): first segment {d['per_segment'][0]:.1f}, "
              f"last {d['per_segment'][-1]:.1f}, another identity {d['other_identity']:.1f}; "
              f"seam ratio {blob['seam_ratio']:.2f}"]
@@ -242,8 +267,9 @@ def run_bundled(out: str, model: str, c, progress: bool = True) -> dict:
     phases = Phases(out)
     phases.run("synth", lambda: _synth_heldout_only(c, out), progress)
     info = phases.run("video", lambda: _video(c, out, model), progress)
-    blob = phases.run("eval", lambda: _eval(c, out, {"model": model}, {"model": {**info, "stem": "video"}}),
-                      progress)
+    phases.run("eval", lambda: _summary_info(_eval(c, out, {"model": model},
+                                                   {"model": {**info, "stem": "video"}})), progress)
+    blob = json.load(open(os.path.join(out, "eval.json")))
     curves_dir = os.path.join(model, "curves")
     runs = {os.path.splitext(f)[0]: os.path.join(curves_dir, f) for f in sorted(os.listdir(curves_dir))} \
         if os.path.isdir(curves_dir) else {}
@@ -273,8 +299,9 @@ def run_training(out: str, c, progress: bool = True) -> dict:
     models = {"s3": os.path.join(out, "models", "s3"), "s2": os.path.join(out, "models", "s2")}
     v3 = phases.run("video", lambda: _video(c, out, models["s3"]), progress)
     v2 = phases.run("video_s2", lambda: _video(c, out, models["s2"], "video_s2.mp4"), progress)
-    blob = phases.run("eval", lambda: _eval(c, out, models, {"s3": {**v3, "stem": "video"},
-                                                              "s2": {**v2, "stem": "video_s2"}}), progress)
+    phases.run("eval", lambda: _summary_info(_eval(c, out, models, {"s3": {**v3, "stem": "video"},
+                                                                     "s2": {**v2, "stem": "video_s2"}})), progress)
+    blob = json.load(open(os.path.join(out, "eval.json")))
     _curves(out, {n: os.path.join(out, "runs", n, "metrics.jsonl") for n in ("vae", "s1", "s2", "s3")})
     return blob
 
@@ -305,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError(f"--out {out!r} is a file, expected a folder")
     os.makedirs(os.path.join(out, "work"), exist_ok=True)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    enable_compilation_cache()
     t0 = time.perf_counter()
     blob = run_training(out, c, not a.quiet) if train else run_bundled(out, model, c, not a.quiet)
     print(summary(blob, out))

@@ -253,10 +253,13 @@ def _jsonable(x):
 
 
 def measure_latent_stats(vae, *, frames: int, height: int, width: int, clips: int = 16,
-                         seed: int = 1234, batch: int = 4) -> tuple[list[float], list[float]]:
-    """Per-channel mean / std of the posterior mean over SynthTalk clips of the run's shape."""
+                         seed: int = 1234, batch: int = 4, framing: str = "full",
+                         mouth_scale: float = 1.0) -> tuple[list[float], list[float]]:
+    """Per-channel mean / std of the posterior mean over SynthTalk clips of the run's shape
+    and framing (a seed the run never trained on)."""
     from omnijax.data import synthetic_batches as data_lib
-    make = data_lib.synthtalk_videos(seed=seed, batch=batch, frames=frames, height=height, width=width)
+    make = data_lib.synthtalk_videos(seed=seed, batch=batch, frames=frames, height=height, width=width,
+                                     framing=framing, mouth_scale=mouth_scale)
     zs = [np.asarray(vae.encode(make(i)["video"])) for i in range(max(1, clips // batch))]
     z = np.concatenate(zs).reshape(-1, zs[0].shape[-1]).astype(np.float64)
     return [float(v) for v in z.mean(0)], [float(max(v, 1e-6)) for v in z.std(0)]
@@ -269,8 +272,11 @@ def export_vae(run: Run, out: str, *, weights: str = "ema", stats_clips: int = 1
     config = model.config
     measured = None
     if config.latents_mean is None:
+        d = cfg.get("data", {})
         mean, std = measure_latent_stats(model, frames=objective.T, height=objective.H,
-                                         width=objective.W, clips=stats_clips)
+                                         width=objective.W, clips=stats_clips,
+                                         framing=str(d.get("framing", "full")),
+                                         mouth_scale=float(d.get("mouth_scale", 1.0)))
         config = dataclasses.replace(config, latents_mean=tuple(mean), latents_std=tuple(std))
         measured = {"clips": stats_clips, "frames": objective.T, "height": objective.H,
                     "width": objective.W}

@@ -199,3 +199,22 @@ def test_mmdit_sharded_step_equals_single_device_step():
     np.testing.assert_allclose(l8, l1, rtol=2e-5)
     for a, b in zip(_leaves(s8.params), _leaves(s1.params)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_time_budget_ends_a_run_with_a_checkpoint_and_a_rerun_continues(tmp_path):
+    """train.max_minutes: the run stops at its budget with status OK and a checkpoint of
+    the step it reached (no non-finite streak inside); the same command resumes there."""
+    cfg = train_toy.toy_config(steps=10_000, log_every=5)
+    cfg.data.delay_s = 0.05
+    cfg.train.max_minutes = 0.03                 # ~1.8 s: well short of 10k steps
+    assert trainer.train(cfg, str(tmp_path)) == trainer.OK
+    from omnijax.train import checkpoint as ckpt_lib
+    ck = ckpt_lib.Checkpointer(tmp_path / "checkpoints")
+    reached = ck.latest_step()
+    ck.close()
+    rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert 0 < reached < 10_000 and rows[-1]["step"] == reached
+    assert trainer.train(cfg, str(tmp_path)) == trainer.OK      # resumes, another budget
+    ck = ckpt_lib.Checkpointer(tmp_path / "checkpoints")
+    assert ck.latest_step() > reached
+    ck.close()

@@ -36,10 +36,24 @@ def _name(path: str, taken: set[str]) -> str:
     return name
 
 
+def json_safe(x):
+    """JSON-safe: NaN / inf -> null (a metric with nothing to measure), numpy -> Python."""
+    if isinstance(x, dict):
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    if isinstance(x, (np.floating, float)):
+        return float(x) if np.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
 def write_json(path: str, blob: dict) -> None:
+    """eval.json: strict JSON (no NaN), written to a temporary name and renamed."""
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w") as f:
-        json.dump(blob, f, indent=1, sort_keys=False, default=float)
+        json.dump(json_safe(blob), f, indent=1, allow_nan=False)
     os.replace(tmp, path)
 
 

@@ -93,7 +93,8 @@ def base() -> ml_collections.ConfigDict:
         compute_dtype="bfloat16",      # f32 master weights, matmuls in this dtype
         remat="none",                  # none | nothing_saveable | dots_saveable | ...
         seed=0, log_every=10,
-        max_bad_steps=5))              # non-finite steps in a row before the run stops
+        max_bad_steps=5,               # non-finite steps in a row before the run stops
+        max_minutes=0.0))              # > 0: stop (checkpointed, exit 0) after this wall time
 
     c.checkpoint = ml_collections.ConfigDict(dict(every=500, keep=3, async_save=True))
     c.init_from = ""                   # previous stage's workdir: load params + EMA only

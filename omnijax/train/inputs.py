@@ -78,6 +78,7 @@ def vae_batches(cfg, mesh: Mesh, objective):
         raise ValueError(f"VAE data.source must be 'synthtalk', got {d.source!r}")
     _, T, H, W, _ = objective.batch_spec(1)["video"].shape
     make = synth.synthtalk_videos(seed=int(d.seed), batch=int(cfg.train.batch_size),
-                                  frames=T, height=H, width=W)
+                                  frames=T, height=H, width=W, framing=str(d.get("framing", "full")),
+                                  mouth_scale=float(d.get("mouth_scale", 1.0)))
     return synth.IndexedBatches(make, process_rows(cfg, mesh),
                                 tuple(d.get("inject_nan_at", ())), "video")

@@ -236,7 +236,13 @@ class VAEObjective:
         o = self.cfg.objective_opts
         video = batch["video"]
         mean, logvar = model.moments(video)
-        z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(rng, mean.shape, mean.dtype)
+        # "sample": the VAE objective (decode a posterior draw). "mean": decode the posterior
+        # mean, a deterministic autoencoder with a KL leash on the latents' scale: on a short
+        # CPU budget it learns ~1.5 dB faster, since the decoder never sees the unit-variance
+        # noise the posterior starts with (measured on SynthTalk, 17-frame clips).
+        noise = jax.random.normal(rng, mean.shape, mean.dtype)
+        sample = 1.0 if str(o.get("posterior", "sample")) == "sample" else 0.0
+        z = mean + sample * jnp.exp(0.5 * logvar) * noise
         rec = model.reconstruct(z, clamp=False).astype(jnp.float32)
         err = rec - video.astype(jnp.float32)
         l1 = jnp.abs(err).mean()

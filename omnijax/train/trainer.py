@@ -198,10 +198,12 @@ def compile_step(jitted, abstract_state: TrainState, abstract_batch: dict):
 # ============================================================================ preemption
 
 class StopSignal:
-    """Turns SIGTERM/SIGINT into a flag the loop polls (save, then exit cleanly)."""
+    """Turns SIGTERM/SIGINT, and an optional wall-clock deadline (`train.max_minutes`), into a
+    flag the loop polls (save, then exit cleanly)."""
 
-    def __init__(self):
+    def __init__(self, deadline: float | None = None):
         self.received: int | None = None
+        self.deadline = deadline          # time.monotonic() value, or None
         self._old = {}
 
     def __enter__(self):
@@ -219,9 +221,14 @@ class StopSignal:
         for sig, old in self._old.items():
             signal.signal(sig, old)
 
+    def pending(self) -> bool:
+        """This process got a signal or is past its deadline (no collective)."""
+        return self.received is not None or (self.deadline is not None and time.monotonic() > self.deadline)
+
     def should_stop(self) -> bool:
-        """Every process stops at the same step if any one of them got a signal."""
-        flag = self.received is not None
+        """Every process stops at the same step if any one of them got a signal or ran out
+        of time (clocks differ between hosts, so the decision is gathered)."""
+        flag = self.pending()
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
             flag = bool(np.any(multihost_utils.process_allgather(np.asarray(flag))))
@@ -459,11 +466,12 @@ def train(cfg, workdir: str, objective=None) -> int:
                desc=f"train {objective.name}", dynamic_ncols=True)
     t_last, n_last = time.perf_counter(), start
 
-    def record(step_no: int, metrics: dict) -> int:
-        """Host side of a finished step: log it when due (or when it was bad); -> bad_steps."""
+    def record(step_no: int, metrics: dict, force: bool = False) -> int:
+        """Host side of a finished step: log it when due (or when it was bad, or the run
+        ends here); -> bad_steps."""
         nonlocal t_last, n_last
         bad = int(jax.device_get(metrics["bad_steps"]))
-        if step_no % log_every == 0 or step_no == total or bad:
+        if force or step_no % log_every == 0 or step_no == total or bad:
             scalars = host_scalars(metrics, getattr(objective, "breakdowns", {}))
             now = time.perf_counter()
             dt = (now - t_last) / max(step_no - n_last, 1)
@@ -481,7 +489,9 @@ def train(cfg, workdir: str, objective=None) -> int:
     # checkpoint (never written inside a non-finite streak), the last step, and the
     # stop-signal poll (a collective in multi-process runs, so every `log_every` steps).
     pending = None                 # (step, metrics) dispatched, not yet read on the host
-    with StopSignal() as stop:
+    budget = float(cfg.train.get("max_minutes", 0.0) or 0.0)
+    deadline = time.monotonic() + 60.0 * budget if budget > 0 else None
+    with StopSignal(deadline) as stop:
         step = start
         while step < total:
             batch = su.global_batch(next(data))
@@ -495,14 +505,21 @@ def train(cfg, workdir: str, objective=None) -> int:
                 break
             poll = step % log_every == 0 or jax.process_count() == 1
             save = ckpt.due(step) or step == total
-            if not (save or (poll and stop.received is not None) or step % log_every == 0):
+            if not (save or (poll and stop.pending()) or step % log_every == 0):
                 continue
-            bad = record(*pending)   # this step, synchronously
+            stopping = poll and stop.should_stop()
+            bad = record(*pending, force=stopping)   # this step, synchronously
             pending = None
             if bad >= max_bad:
                 status = NONFINITE
                 break
-            if poll and stop.should_stop():
+            if stopping:
+                if stop.received is None:     # the time budget: a normal end of a timed run
+                    log.warning("time budget of %.3g min reached at step %d: checkpointing and "
+                                "finishing", budget, step)
+                    if bad == 0:
+                        ckpt.save(step, state.as_dict(), data, config_dict)
+                    break
                 log.warning("signal %s: checkpointing step %d and exiting", stop.received, step)
                 ckpt.save(step, state.as_dict(), data, config_dict)
                 status = PREEMPTED
