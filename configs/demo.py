@@ -32,8 +32,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     size = 32 if quick else 64
     # SynthTalk: a medium shot with a wide-opening mouth, so the mouth is several pixels tall
     # at the demo's size while the hands stay in frame (see `omnijax synth --help`).
+    # Training identities grow with the budget (64 at 25 minutes): the MMDiT's steps grow with
+    # it, and the reference must generalise to held-out people rather than be memorised.
+    train_clips = 6 if quick else int(min(512, max(64, round(64 * minutes / 25))))
     c.synth = dict(size=size, fps=25.0, seconds=2.0 if quick else 4.0, framing="half", mouth_scale=2.0,
-                   train_clips=6 if quick else 64, train_seed=0, heldout_clips=3, heldout_seed=1000,
+                   train_clips=train_clips, train_seed=0, heldout_clips=3, heldout_seed=1000,
                    heldout_seconds=4.0 if quick else 20.0, out_of_sync=0.15, occluded=0.05, missing=0.05)
     # The VAE trains on 17-frame clips, the windows it encodes for training and decodes when
     # sampling: its causal receptive field is deeper than a few latent frames, so clips of 5

@@ -20,7 +20,7 @@ from omnijax.models.mmdit import PRESETS, MMDiTConfig
 from omnijax.train import config_lib
 
 # Latent shape per size (video = 8x the latent grid, T = 1 + 4(F-1) frames).
-# Every shape has room for the 2 clean motion frames of DESIGN's protocol plus noisy ones.
+# Every shape has room for the 2 clean motion frames of the chaining protocol (README "Long video") plus noisy ones.
 _SHAPES = {"tiny": (5, 8, 8), "small": (5, 16, 16), "base": (21, 60, 104), "large": (21, 60, 104)}
 _BATCH = {"tiny": 8, "small": 8, "base": 64, "large": 256}
 
@@ -44,7 +44,7 @@ def get_config(arg: str | None = None):
     # overridden: --config.curriculum.ratios.audio=0.3
     c.curriculum = dict(stage=stage, ratios=curriculum.get_stage(stage).ratios())
     # motion_frames: the clean prefix lengths drawn uniformly (latent frames; 2 = the 5 video frames a
-    # sampled segment hands the next, DESIGN "Motion frames"), with probability motion_prob.
+    # sampled segment hands the next, README "Long video"), with probability motion_prob.
     # t_shift: "auto" (flow.resolution_shift of the visual token count, bounded in [1, 5])
     # or a number; recorded in every checkpoint as recipe.flow_shift for the sampler.
     c.objective_opts = dict(motion_frames=(2,), motion_prob=0.25, t_mean=0.0, t_std=1.0,

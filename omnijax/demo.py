@@ -73,7 +73,7 @@ class Phases:
         t0 = time.perf_counter()
         info = fn()
         self.done[name] = {"seconds": round(time.perf_counter() - t0, 1), "info": info}
-        from omnijax.eval.command import json_safe
+        from omnijax.eval.report import json_safe
         tmp = self.path + ".tmp"
         with open(tmp, "w") as f:
             json.dump(json_safe(self.done), f, indent=1, default=str, allow_nan=False)
@@ -191,7 +191,7 @@ def _video(c, out: str, model_dir: str, name: str = "video.mp4") -> dict:
 def _eval(c, out: str, models: dict[str, str], videos: dict[str, dict]) -> dict:
     from omnijax.eval import plots
     from omnijax.eval import synthtalk_eval as ste
-    from omnijax.eval.command import write_json
+    from omnijax.eval.report import write_json
     from omnijax.sample.bundle import load_bundle
     results = {}
     for name, path in models.items():
@@ -222,10 +222,15 @@ def _summary_info(blob: dict) -> dict:
 
 
 def _curves(out: str, runs: dict[str, str]) -> None:
+    """curves.png: the VAE's reconstruction loss, then the MMDiT's flow-matching loss over the
+    three stages one after another."""
     from omnijax.eval import plots
     have = {n: p for n, p in runs.items() if os.path.exists(p)}
     if have:
-        plots.write_curves_png(os.path.join(out, "curves.png"), have, keys=("loss",))
+        plots.write_curves_png(os.path.join(out, "curves.png"), have, keys=("loss",), title="training",
+                               panels={"VAE: L1 + L2 reconstruction": ["vae"],
+                                       "MMDiT: flow matching (stage 1 -> 2 -> 3)": ["s1", "s2", "s3"]},
+                               chain=True)
 
 
 def enable_compilation_cache() -> str:
@@ -306,6 +311,32 @@ def run_training(out: str, c, progress: bool = True) -> dict:
     return blob
 
 
+def bundle(out: str, dest: str = BUNDLED) -> str:
+    """A finished `--train` run -> the bundled model: its stage-3 export, the four runs'
+    training curves (curves/<run>.jsonl) and the run's evaluation. Built under a temporary
+    name and swapped in whole."""
+    src = os.path.join(out, "models", "s3")
+    for need in (os.path.join(src, "export.json"), os.path.join(out, "eval.json")):
+        if not os.path.exists(need):
+            raise UsageError(f"--bundle: {need} is missing; the --train run has not finished")
+    tmp = f"{dest}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    shutil.rmtree(os.path.join(tmp, "curves"), ignore_errors=True)
+    os.makedirs(os.path.join(tmp, "curves"))
+    for run in ("vae", "s1", "s2", "s3"):
+        shutil.copy(os.path.join(out, "runs", run, "metrics.jsonl"), os.path.join(tmp, "curves", f"{run}.jsonl"))
+    for name in ("eval.json", "phases.json", "frames.png", "curves.png", "drift.png"):
+        if os.path.exists(os.path.join(out, name)):
+            shutil.copy(os.path.join(out, name), os.path.join(tmp, name))
+    old = f"{dest}.old-{os.getpid()}"
+    if os.path.exists(dest):
+        os.rename(dest, old)
+    os.rename(tmp, dest)
+    shutil.rmtree(old, ignore_errors=True)
+    return dest
+
+
 def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(prog="omnijax demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", help="output folder (default: a new demo-<time> folder); reruns resume")
@@ -313,8 +344,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="toy sizes, implies --train (plumbing, ~3 min)")
     p.add_argument("--minutes", type=float, help="--train budget in minutes (default 25)")
     p.add_argument("--model", help="sample this export instead of the bundled model")
+    p.add_argument("--seconds", type=float, help="length of the held-out video (default: the recipe's, 20 s)")
+    p.add_argument("--bundle", action="store_true",
+                   help="with --train: make the finished run the bundled demo model (omnijax/assets/demo_model)")
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args(argv)
+    if a.bundle and not a.train:
+        raise UsageError("--bundle applies to --train (it bundles the model that run trains)")
     train = a.train or a.quick
     if a.minutes is not None and not train:
         raise UsageError("--minutes applies to --train / --quick")
@@ -326,7 +362,12 @@ def main(argv: list[str] | None = None) -> int:
         if a.model is None and not os.path.exists(os.path.join(BUNDLED, "export.json")):
             raise UsageError(f"the bundled demo model is missing ({BUNDLED}); run `omnijax demo --train`")
         read_meta(model)
+    if a.seconds is not None and not 1.0 <= a.seconds <= 600.0:
+        raise UsageError(f"--seconds {a.seconds}: expected 1 to 600 seconds")
     c = load_recipe(a.quick, a.minutes)
+    if a.seconds is not None:
+        c.synth.heldout_seconds = float(a.seconds)
+        c.eval.reference_seconds = min(float(c.eval.reference_seconds), float(a.seconds))
     out = a.out or f"demo-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     if os.path.exists(out) and not os.path.isdir(out):
         raise UsageError(f"--out {out!r} is a file, expected a folder")
@@ -337,4 +378,6 @@ def main(argv: list[str] | None = None) -> int:
     blob = run_training(out, c, not a.quiet) if train else run_bundled(out, model, c, not a.quiet)
     print(summary(blob, out))
     print(f"[demo] done in {time.perf_counter() - t0:.0f} s")
+    if a.bundle:
+        print(f"[demo] bundled -> {bundle(out)}")
     return 0

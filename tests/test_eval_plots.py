@@ -72,6 +72,21 @@ def test_curves_png(tmp_path):
     _no_temp_left(tmp_path)
 
 
+def test_curves_png_panels_chain_runs(tmp_path):
+    """One panel per group of runs; `chain` puts stage after stage on one step axis."""
+    paths = {}
+    for name, base in (("vae", 0.5), ("s1", 2.0), ("s2", 1.0)):
+        p = tmp_path / f"{name}.jsonl"
+        p.write_text("\n".join(json.dumps({"step": s, "loss": base / (1 + s)}) for s in range(1, 50)))
+        paths[name] = str(p)
+    out = plots.write_curves_png(tmp_path / "c.png", paths, panels={"VAE": ["vae"], "MMDiT": ["s1", "s2"]},
+                                 chain=True)
+    img = _decoded(out)
+    assert img.shape == (2 * 320, 800, 3)
+    _not_blank(img[:320])
+    _not_blank(img[320:])
+
+
 def test_writers_replace_an_existing_file(tmp_path):
     target = tmp_path / "drift.png"
     target.write_bytes(b"old")

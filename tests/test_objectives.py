@@ -100,7 +100,7 @@ def test_mmdit_loss_is_flow_matching_with_mix_breakdown():
     np.testing.assert_array_equal(aux["prefix_count"], [4, 0])
 
 
-# ------------------------------------------------------------------ motion frames (DESIGN protocol)
+# ------------------------------------------------------------------ motion frames (README "Long video")
 
 def _frames_of(g):
     """Video frames of latent frame g on the window's timeline."""

@@ -164,7 +164,7 @@ def test_help_prints_usage_and_exits_0(entry):
 
 # (args, what the one line must name); the workdir is appended where the row has one
 ROWS = {
-    "config_arg_typo": ([f"--config=configs/omnihuman.py:stag=2"], "'stag' (did you mean 'stage'?)"),
+    "config_arg_typo": (["--config=configs/omnihuman.py:stag=2"], "'stag' (did you mean 'stage'?)"),
     "override_key_typo": (["--config=configs/omnihuman.py", "--config.train.stepz=5"],
                           "--config.train.stepz: the config built by configs/omnihuman.py has no key 'stepz' "
                           "(did you mean 'steps'?)"),

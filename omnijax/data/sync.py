@@ -12,7 +12,8 @@ per video frame), maximised over small lags (codec delays shift audio by a frame
 An in-sync clip scores high (~0.7-0.95), a mouth driven by other speech scores near 0.
 
 For real footage the same interface would take a mouth-opening signal from a face
-landmarker (Sync-MAR, see EVAL.md); the darkness proxy is specific to SynthTalk.
+landmarker (Sync-MAR: README "Evaluation", `omnijax eval --real`); the darkness proxy is
+specific to SynthTalk.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ import time
 import numpy as np
 
 from omnijax.errors import ArgumentParser, UsageError, require_dir, require_file
+from omnijax.eval.report import write_json
 
 SCHEMA_VERSION = 1
 
@@ -34,27 +35,6 @@ def _name(path: str, taken: set[str]) -> str:
         name, i = f"{base}_{i}", i + 1
     taken.add(name)
     return name
-
-
-def json_safe(x):
-    """JSON-safe: NaN / inf -> null (a metric with nothing to measure), numpy -> Python."""
-    if isinstance(x, dict):
-        return {k: json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [json_safe(v) for v in x]
-    if isinstance(x, (np.floating, float)):
-        return float(x) if np.isfinite(x) else None
-    if isinstance(x, np.integer):
-        return int(x)
-    return x
-
-
-def write_json(path: str, blob: dict) -> None:
-    """eval.json: strict JSON (no NaN), written to a temporary name and renamed."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(json_safe(blob), f, indent=1, allow_nan=False)
-    os.replace(tmp, path)
 
 
 def table(results: dict[str, dict]) -> str:
@@ -131,8 +111,13 @@ def run_synthtalk(models: list[str], data: str, out: str, *, clips: int, seconds
     if curves:
         plots.write_drift_png(os.path.join(out, "drift.png"), curves,
                               results[first]["identity_drift"].get("other_identity"))
-    jsonl = {n: os.path.join(m, "curves", "metrics.jsonl") for n, m in zip(results, models)}
-    jsonl = {n: p for n, p in jsonl.items() if os.path.exists(p)}
+    jsonl = {}
+    for n, m in zip(results, models):     # an export's curves/: metrics.jsonl, or one file per run
+        folder = os.path.join(m, "curves")
+        for f in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+            if f.endswith(".jsonl"):
+                stem = os.path.splitext(f)[0]
+                jsonl[n if stem == "metrics" else f"{n} {stem}"] = os.path.join(folder, f)
     if jsonl:
         plots.write_curves_png(os.path.join(out, "curves.png"), jsonl)
     return blob

@@ -1,7 +1,7 @@
 """Constructed SynthTalk inputs with known answers, for checking the metrics.
 
-EVAL.md: "A metric is trusted only after a test shows it moves the right way on
-constructed input". These helpers render SynthTalk frames in memory with the renderer's
+A metric is trusted only after a test shows it moves the right way on constructed input
+(README "Evaluation"). These helpers render SynthTalk frames in memory with the renderer's
 own functions (no mp4, no codec), with one factor changed at a time: the mouth delayed,
 the head swaying more, the wrists moved, a colour drifting per segment. Every clip can be
 seen through any SynthTalk camera (`framing`) with any mouth range (`mouth_scale`), so

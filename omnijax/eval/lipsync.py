@@ -377,7 +377,9 @@ def mouth_signal(frames: np.ndarray, reference: np.ndarray | None = None, track:
 def lag_correlations(env: np.ndarray, signal: np.ndarray, max_lag: int) -> np.ndarray:
     """corr(env[t], signal[t + lag]) for lag = -max_lag..max_lag -> `(2 max_lag + 1,)`.
 
-    A constant signal (still mouth, silence) or an overlap under 3 frames correlates 0."""
+    Frames where either is NaN (e.g. no face found by a landmarker) are left out of each
+    correlation; a constant signal (still mouth, silence) or an overlap under 3 frames
+    correlates 0."""
     a = np.asarray(env, np.float64)
     b = np.asarray(signal, np.float64)
     n = min(a.size, b.size)
@@ -385,6 +387,8 @@ def lag_correlations(env: np.ndarray, signal: np.ndarray, max_lag: int) -> np.nd
     for i, lag in enumerate(range(-max_lag, max_lag + 1)):
         x = a[max(0, -lag): n - max(0, lag)]
         y = b[max(0, lag): n - max(0, -lag)]
+        ok = np.isfinite(x) & np.isfinite(y)
+        x, y = x[ok], y[ok]
         if x.size >= 3 and x.std() > 1e-8 and y.std() > 1e-8:
             out[i] = np.corrcoef(x, y)[0, 1]
     return out

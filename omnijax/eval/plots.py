@@ -133,36 +133,49 @@ def read_metrics(path) -> list[dict]:
 
 
 def write_curves_png(path, metrics_jsonl_paths: dict[str, str], keys=("loss",),
-                     title: str = "training") -> str:
+                     title: str = "training", panels: dict[str, list[str]] | None = None,
+                     chain: bool = False) -> str:
     """Training curves: one panel per key, one line per run (name -> its metrics.jsonl),
     value against step; a log scale where a panel's values are all positive and span more
-    than a decade. -> the path written (width 800 px, 320 px per panel)."""
+    than a decade. -> the path written (width 800 px, 320 px per panel).
+
+    `panels` (title -> run names) instead draws the first key once per panel, for runs whose
+    losses are not comparable (a VAE's and an MMDiT's); `chain` continues each run's steps
+    after the previous one's last step in its panel (curriculum stages one after another)."""
     keys = tuple(keys)
     if not metrics_jsonl_paths or not keys:
         raise ValueError("expected at least one run (name -> metrics.jsonl path) and one key")
     runs = {name: read_metrics(p) for name, p in metrics_jsonl_paths.items()}
+    layout = ([(t, keys[0], [n for n in names if n in runs]) for t, names in panels.items()] if panels
+              else [(None, k, list(runs)) for k in keys])
     plt = _pyplot()
-    fig, axes = plt.subplots(len(keys), 1, figsize=(8, 3.2 * len(keys)), dpi=100, squeeze=False)
-    for ax, key in zip(axes[:, 0], keys):
-        values = []
-        for name, rows in runs.items():
-            pts = [(r["step"], float(r[key])) for r in rows
+    fig, axes = plt.subplots(len(layout), 1, figsize=(8, 3.2 * len(layout)), dpi=100, squeeze=False)
+    for ax, (panel, key, names) in zip(axes[:, 0], layout):
+        values, offset = [], 0
+        for name in names:
+            pts = [(r["step"] + offset, float(r[key])) for r in runs[name]
                    if isinstance(r.get(key), (int, float)) and math.isfinite(float(r[key]))]
             if pts:
                 xs, ys = zip(*pts)
                 ax.plot(xs, ys, label=name)
                 values += ys
+                offset = xs[-1] if chain else 0
         positive = [v for v in values if v > 0]
         if values and len(positive) == len(values) and max(values) > 10 * min(values):
             ax.set_yscale("log")
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
+        if panel:
+            ax.set_title(panel, fontsize=10)
         if values:
             ax.legend()
         else:
             ax.text(0.5, 0.5, f"no {key!r} logged", ha="center", va="center", transform=ax.transAxes)
-    axes[-1, 0].set_xlabel("step")
-    axes[0, 0].set_title(title)
+    axes[-1, 0].set_xlabel("step" + (" (runs one after another)" if chain else ""))
+    if not panels:
+        axes[0, 0].set_title(title)
+    else:
+        fig.suptitle(title)
     fig.tight_layout()
     try:
         return _atomic(path, lambda tmp: fig.savefig(tmp, format="png"))

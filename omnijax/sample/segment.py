@@ -9,7 +9,7 @@ audio-driven samples all run the same compiled program. Only what changes the tr
 graph is static (`SegmentSpec`): the solver, the step count, the flow shift, the guidance
 scales and which conditions take part in guidance.
 
-Guidance (DESIGN "Sampling"): the velocities of nested condition sets, none -> +text ->
+Guidance (README "Sampling"): the velocities of nested condition sets, none -> +text ->
 +text+audio, combined as v_0 + sum_i s_i (v_i - v_{i-1}) with each scale annealed over the
 steps (`flow.guidance_scale`). Written out, branch i enters with coefficient
 c_0 = 1 - s_1, c_i = s_i - s_{i+1}, c_last = s_last, so a branch whose coefficient is 0 at

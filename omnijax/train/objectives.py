@@ -19,7 +19,7 @@ cache fits the model in `omnijax.data.pipeline.check_cache`, FLOP counting in
 VAE: reconstruction (L1 + L2) + KL to N(0, I), so small VAEs can be trained (SynthTalk).
 MMDiT: flow matching on cached, normalised latents with the batch's `keep_*` masks, a
 per-sample clean motion-frame prefix (probability `motion_prob`, lengths `motion_frames`;
-DESIGN "Motion frames": 2 latent frames = the 5 video frames a segment hands the next one),
+README "Long video": 2 latent frames = the 5 video frames a segment hands the next one),
 and the loss broken down by condition mix and by prefix.
 
 `recipe()` is what sampling must repeat (the flow shift, timestep distribution, latent

@@ -1,0 +1,89 @@
+"""`omnijax demo`: the bundled model still talks in sync with held-out speech; the
+from-scratch path runs at toy sizes and resumes; bad arguments are one line."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from omnijax import demo
+
+ENV = dict(os.environ, JAX_PLATFORMS="cpu")
+FILES = ("video.mp4", "frames.png", "eval.json", "curves.png")
+
+
+def _demo(*args, timeout=1500):
+    return subprocess.run([sys.executable, "-m", "omnijax.cli", "demo", *args, "--quiet"],
+                          capture_output=True, text=True, env=ENV, timeout=timeout)
+
+
+def _check_outputs(out):
+    import av
+    for name in FILES:
+        assert os.path.getsize(os.path.join(out, name)) > 0, name
+    with av.open(os.path.join(out, "video.mp4")) as c:
+        assert len(c.streams.video) == 1 and len(c.streams.audio) == 1
+    blob = json.load(open(os.path.join(out, "eval.json")))
+    for key in ("model", "truth", "vae", "still", "mismatched", "no_audio"):
+        assert set(blob["lipsync"][key]) >= {"peak", "offset", "confidence"}, key
+    assert set(blob["pose_error_px"]) >= {"model", "no_pose", "truth"}
+    assert len(blob["identity_drift"]["per_segment"]) == blob["identity_drift"]["segments"]
+    assert "seam_ratio" in blob and "fd_proxy" in blob and "meta" in blob
+    return blob
+
+
+def test_bad_arguments_are_one_line(tmp_path):
+    for args, needle in ((["--minutes", "5"], "--minutes"),
+                         (["--train", "--model", str(tmp_path)], "--model"),
+                         (["--model", str(tmp_path)], "not an exported model")):
+        p = _demo(*args, "--out", str(tmp_path / "o"), timeout=120)
+        lines = [line for line in p.stderr.splitlines() if line.strip()]
+        assert p.returncode == 2 and len(lines) == 1 and needle in lines[0], (args, p.stderr)
+        assert not (tmp_path / "o").exists()
+    (tmp_path / "file").write_text("x")
+    p = _demo("--quick", "--out", str(tmp_path / "file"), timeout=120)
+    assert p.returncode == 2 and "is a file" in p.stderr
+
+
+def test_the_bundled_model_is_an_export_of_this_code():
+    """The bundled weights load with today's model code (re-export them when the format changes)."""
+    from omnijax.sample.bundle import load_bundle
+    b = load_bundle(demo.BUNDLED)
+    assert b.meta["kind"] == "mmdit" and b.meta["video"]["frames_per_segment"] == 17
+    size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(demo.BUNDLED) for f in fs)
+    assert size <= 20 * 2**20, size
+    for name in ("eval.json", "curves"):
+        assert os.path.exists(os.path.join(demo.BUNDLED, name)), name
+
+
+@pytest.mark.slow
+def test_bundled_demo_talks_in_sync(tmp_path):
+    """The README's first command: files written, and the bundled model's lip-sync on the
+    held-out clip clears 3x what it reaches with the audio dropped (a later change to the
+    model code cannot silently break the bundled weights)."""
+    p = _demo("--out", str(tmp_path / "d"))
+    assert p.returncode == 0, p.stderr[-3000:]
+    blob = _check_outputs(tmp_path / "d")
+    ls = blob["lipsync"]
+    assert ls["model"]["peak"] >= 3 * max(ls["no_audio"]["peak"], 0.02), ls
+    assert "lip-sync" in p.stdout and "pose" in p.stdout
+
+
+@pytest.mark.slow
+def test_quick_demo_from_scratch_and_resume(tmp_path):
+    out = str(tmp_path / "q")
+    p = _demo("--quick", "--out", out)
+    assert p.returncode == 0, p.stderr[-3000:]
+    _check_outputs(out)
+    phases = json.load(open(os.path.join(out, "phases.json")))
+    assert set(phases) >= {"synth", "vae", "preprocess", "stage1", "stage2", "stage3", "export", "video",
+                           "video_s2", "eval"}
+    for model in ("s2", "s3"):
+        assert os.path.exists(os.path.join(out, "models", model, "export.json"))
+    blob = json.load(open(os.path.join(out, "eval.json")))
+    assert set(blob["models"]) == {"s3", "s2"}
+    again = subprocess.run([sys.executable, "-m", "omnijax.cli", "demo", "--quick", "--out", out],
+                           capture_output=True, text=True, env=ENV, timeout=600)
+    assert again.returncode == 0 and again.stdout.count("done earlier") == len(phases), again.stdout
