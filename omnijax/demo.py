@@ -85,6 +85,35 @@ class Phases:
 
 # ----------------------------------------------------------------------------- phases
 
+def minutes_trained(workdir: str) -> float:
+    """Loop time a training run in `workdir` has already spent, from its metrics.jsonl
+    (each row's steps_per_s covers the steps since the row before). A phase interrupted
+    by a reboot resumes with what is left of its share, not a fresh one; the steps of an
+    attempt past its last checkpoint count too (that time was spent)."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return 0.0
+    seconds, last = 0.0, 0         # the first attempt starts at step 0
+    for line in open(path):
+        try:
+            row = json.loads(line)
+        except ValueError:          # a line cut short by the interruption
+            continue
+        step, rate = row.get("step"), row.get("steps_per_s")
+        if step > last and rate:
+            seconds += (step - last) / rate
+        last = step
+    return seconds / 60.0
+
+
+def _budget(c, share: float, workdir: str) -> float:
+    left = c.minutes * share - minutes_trained(workdir)
+    if left < c.minutes * share:
+        log.warning("%s resumes with %.1f of its %.1f minutes left", workdir, max(left, 0.0),
+                    c.minutes * share)
+    return max(left, 0.05)     # > 0: a spent budget still ends in one step and a checkpoint
+
+
 def _synth(c, out: str) -> dict:
     from omnijax.data import synthetic as st
     s = c.synth
@@ -114,16 +143,17 @@ def _vae(c, out: str) -> dict:
     v = c.vae
     cfg = vae_config.get_config(f"size={v.size},frames={v.frames},res={c.synth.size}")
     cfg.data.update(framing=c.synth.framing, mouth_scale=c.synth.mouth_scale)
-    cfg.train.update(steps=v.steps, batch_size=v.batch_size, max_minutes=c.minutes * c.shares.vae,
-                     log_every=10)
+    workdir = os.path.join(out, "runs", "vae")
+    cfg.train.update(steps=v.steps, batch_size=v.batch_size, log_every=10,
+                     max_minutes=_budget(c, c.shares.vae, workdir))
     cfg.optim.update(lr=v.lr, ema_decay=v.ema_decay, decay_steps=v.steps, final_lr_ratio=1.0)
     cfg.objective_opts.posterior = v.posterior
     cfg.checkpoint.every = 200
-    info = _train(cfg, os.path.join(out, "runs", "vae"))
+    info = _train(cfg, workdir)
     target = os.path.join(out, "models", "vae")
     shutil.rmtree(target, ignore_errors=True)
     os.makedirs(os.path.dirname(target), exist_ok=True)
-    export.export(os.path.join(out, "runs", "vae"), target, stats_clips=v.stats_clips)
+    export.export(workdir, target, stats_clips=v.stats_clips)
     return info
 
 
@@ -144,14 +174,15 @@ def _stage(c, out: str, k: int) -> dict:
     cfg = omnihuman.get_config(f"size={m.size},stage={k},data=shards")
     cfg.data.update(path=os.path.join(out, "cache"), bucket=c.preprocess.bucket)
     steps = int(c.stages[f"stage{k}"])
-    cfg.train.update(steps=steps, batch_size=m.batch_size, max_minutes=c.minutes * c.shares[f"stage{k}"],
-                     log_every=25)
+    workdir = os.path.join(out, "runs", f"s{k}")
+    cfg.train.update(steps=steps, batch_size=m.batch_size, log_every=25,
+                     max_minutes=_budget(c, c.shares[f"stage{k}"], workdir))
     cfg.optim.update(lr=m.lr, ema_decay=m.ema_decay, decay_steps=steps, final_lr_ratio=1.0, warmup_steps=50)
     cfg.checkpoint.every = 500
     cfg.sample = dict(c.sample)
     if k > 1:
         cfg.init_from = os.path.join(out, "runs", f"s{k - 1}")
-    return _train(cfg, os.path.join(out, "runs", f"s{k}"))
+    return _train(cfg, workdir)
 
 
 def _export(out: str) -> dict:

@@ -47,6 +47,16 @@ def test_bad_arguments_are_one_line(tmp_path):
     assert p.returncode == 2 and "is a file" in p.stderr
 
 
+def test_a_resumed_phase_gets_what_is_left_of_its_share(tmp_path):
+    """Time already spent is read back from metrics.jsonl: 10 steps at 2/s + 20 at 4/s, then
+    a resumed attempt repeating step 20 (that interval is not known) and going on at 1/s."""
+    rows = [(10, 2.0), (20, 4.0), (30, 4.0), (20, 9.0), (30, 1.0)]
+    lines = [json.dumps({"step": s, "steps_per_s": r, "loss": 0.1}) for s, r in rows]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + '\n{"step": 4')   # cut short
+    assert demo.minutes_trained(str(tmp_path)) == pytest.approx((10 / 2 + 10 / 4 + 10 / 4 + 10 / 1) / 60)
+    assert demo.minutes_trained(str(tmp_path / "none")) == 0.0
+
+
 def test_the_bundled_model_is_an_export_of_this_code():
     """The bundled weights load with today's model code (re-export them when the format changes)."""
     from omnijax.sample.bundle import load_bundle

@@ -180,7 +180,8 @@ def evaluate_video(bundle, frames: np.ndarray, segment_starts: list[int], clip: 
 
 
 def evaluate_model(bundle, clips: list[Clip], others: list[Clip], *, steps=None, seed=0,
-                   long_seconds: float | None = 20.0, progress=None) -> tuple[dict, dict]:
+                   long_seconds: float | None = 20.0, color_anchor: bool = False,
+                   progress=None) -> tuple[dict, dict]:
     """-> (metrics, artifacts) for one model. `others`: clips of other identities (their
     audio drives `mismatched`, their references scale the drift curve)."""
     sync = {k: [] for k in ("model", "model_pose", "truth", "vae", "still", "mismatched", "no_audio")}
@@ -237,7 +238,8 @@ def evaluate_model(bundle, clips: list[Clip], others: list[Clip], *, steps=None,
         speech = np.concatenate([pool[i % len(pool)] for i in range(-(-need // min(p.size for p in pool)) + 1)])
         from omnijax.sample import long_video as lv
         segs = list(lv.generate_segments(bundle, ref=clip.reference, audio=speech[:need], text=clip.caption,
-                                         options=lv.Options(steps=steps, seed=seed), progress=False))
+                                         options=lv.Options(steps=steps, seed=seed, color_anchor=color_anchor),
+                                         progress=False))
         frames = np.concatenate([sg.frames for sg in segs])
         starts = np.cumsum([0] + [sg.frames.shape[0] for sg in segs[:-1]]).tolist()
         refs = [o.reference for o in others] or [c.reference for c in clips[1:]]
@@ -246,7 +248,7 @@ def evaluate_model(bundle, clips: list[Clip], others: list[Clip], *, steps=None,
             "per_segment": curve, "segment_starts": starts,
             "other_identity": appearance.other_identity_distance(clip.reference, refs) if refs else None,
             "last_over_first": float(curve[-1] / max(curve[0], 1e-9)),
-            "seconds": float(long_seconds), "segments": len(segs)}
+            "seconds": float(long_seconds), "segments": len(segs), "color_anchor": color_anchor}
         metrics["seam_ratio"] = appearance.seam_ratio(frames, starts[1:]) if len(starts) > 1 else None
         artifacts["long_video"] = frames
     return metrics, artifacts

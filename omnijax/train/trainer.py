@@ -462,8 +462,12 @@ def train(cfg, workdir: str, objective=None) -> int:
     max_bad = int(cfg.train.max_bad_steps)
     status = OK
     from tqdm import tqdm
+    budget = float(cfg.train.get("max_minutes", 0.0) or 0.0)
+    # a timed run ends at its budget, not at train.steps: show the time left, not an ETA
+    timed = dict(bar_format="{desc}: {n_fmt} steps [{elapsed}, {rate_fmt}{postfix}]") if budget > 0 else {}
     bar = tqdm(total=total, initial=start, disable=jax.process_index() != 0,
-               desc=f"train {objective.name}", dynamic_ncols=True)
+               desc=f"train {objective.name}" + (f" ({budget:g} min budget)" if budget > 0 else ""),
+               dynamic_ncols=True, **timed)
     t_last, n_last = time.perf_counter(), start
 
     def record(step_no: int, metrics: dict, force: bool = False) -> int:
@@ -480,7 +484,8 @@ def train(cfg, workdir: str, objective=None) -> int:
                             "tokens_per_s": objective.tokens_per_example() * B / dt,
                             "mfu": flops_per_step / dt / (peak * jax.device_count())})
             writer.write(step_no, scalars)
-            bar.set_postfix(loss=f"{scalars['loss']:.4g}", skipped=int(scalars["skipped"]))
+            left = {"left": f"{max(0.0, deadline - time.monotonic()) / 60:.1f} min"} if deadline else {}
+            bar.set_postfix(loss=f"{scalars['loss']:.4g}", skipped=int(scalars["skipped"]), **left)
         return bad
 
     # The host never waits for the step it just dispatched: it reads the previous step's
@@ -489,7 +494,6 @@ def train(cfg, workdir: str, objective=None) -> int:
     # checkpoint (never written inside a non-finite streak), the last step, and the
     # stop-signal poll (a collective in multi-process runs, so every `log_every` steps).
     pending = None                 # (step, metrics) dispatched, not yet read on the host
-    budget = float(cfg.train.get("max_minutes", 0.0) or 0.0)
     deadline = time.monotonic() + 60.0 * budget if budget > 0 else None
     with StopSignal(deadline) as stop:
         step = start
