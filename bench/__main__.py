@@ -50,6 +50,24 @@ def first_line(script: str) -> str:
     return doc.split("\n")[0]
 
 
+def demo_phases(path: str = os.path.join(REPO, "omnijax", "assets", "demo_model", "phases.json")) -> list[str]:
+    """The bundled demo model's phase times, as its `omnijax demo --train` run recorded them
+    (`phases.json`: seconds and what each phase reached)."""
+    if not os.path.exists(path):
+        return ["## Demo phases", "", f"No bundled model at {os.path.relpath(path, REPO)}.", ""]
+    import json
+    done = json.load(open(path))
+    rows = ["| phase | minutes | reached |", "|---|---|---|"]
+    for name, rec in done.items():
+        info = rec.get("info") or {}
+        brief = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                          for k, v in info.items() if not isinstance(v, (dict, list)))
+        rows.append(f"| {name} | {rec['seconds'] / 60:.1f} | {brief} |")
+    total = sum(rec["seconds"] for rec in done.values()) / 60
+    return ["## Demo phases (the bundled model's `omnijax demo --train` run)", "",
+            f"From `{os.path.relpath(path, REPO)}`; {total:.0f} minutes in all.", "", *rows, ""]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     p.add_argument("--only", default=",".join(BENCHES), help=f"comma-separated subset of {BENCHES}")
@@ -77,6 +95,7 @@ def main(argv=None) -> int:
         parts += [f"## {name}: {first_line(name)}", "", f"`python {' '.join(cmd[1:])}` ({took:.0f} s){status}", "",
                   "```", out, "```", ""]
         print(f"[bench] {name}: {took:.0f} s{status}", flush=True)
+    parts += demo_phases()
     gpu = os.path.join(HERE, "gpu_results.md")
     if os.path.exists(gpu):
         parts += [open(gpu).read().strip(), ""]

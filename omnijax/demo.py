@@ -134,7 +134,10 @@ def _train(cfg, workdir: str) -> dict:
     if status not in (trainer.OK,):
         raise RuntimeError(f"training in {workdir} stopped with status {status}")
     rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
-    return {"steps": rows[-1]["step"], "loss": rows[-1]["loss"]}
+    # the loop's minutes over every attempt (a phase resumed after a reboot took longer
+    # than its own entry in phases.json says)
+    return {"steps": rows[-1]["step"], "loss": rows[-1]["loss"],
+            "train_minutes": round(minutes_trained(workdir), 1)}
 
 
 def _vae(c, out: str) -> dict:

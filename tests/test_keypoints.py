@@ -49,3 +49,19 @@ def test_heatmaps_peak_on_visible_keypoints_and_are_zero_elsewhere():
     # Gaussian falloff with the given sigma
     np.testing.assert_allclose(hm[0, 6, 12, 4], np.exp(-4 / (2 * 1.5**2)), rtol=1e-5)
     assert kpt.visible_fraction(kp) == 2 / 26
+
+
+def test_keypoints_out_of_shot_do_not_count_as_lost():
+    """A half-body framing puts the hips below the frame (invisible, positions outside): they
+    leave the count. Lost keypoints keep positions inside the frame and count as missing."""
+    kp = np.zeros((4, 13, 3), np.float32)
+    kp[..., :2] = (8.0, 8.0)
+    kp[..., 2] = 1.0
+    kp[:, 8:10] = (8.0, 20.0, 0.0)                  # hips below a 16-px frame: out of shot
+    assert kpt.visible_fraction(kp) == 11 / 13     # without the frame size they count
+    assert kpt.visible_fraction(kp, 16, 16) == 1.0
+    kp[1:, :, 2] = 0.0                             # a detector lost the person for 3 frames
+    assert kpt.visible_fraction(kp, 16, 16) == pytest.approx(11 / (4 * 11))   # hips stay out of shot
+    kp[:, 4] = (0.0, 0.0, 0.0)                      # a detector's (0, 0) is in frame: lost
+    assert kpt.visible_fraction(kp, 16, 16) == pytest.approx(10 / (4 * 11))
+    assert kpt.visible_fraction(np.zeros((0, 13, 3)), 16, 16) == 0.0

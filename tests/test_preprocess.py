@@ -445,3 +445,22 @@ def test_cli_process_prints_no_traceback(tmp_path):
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
         f"omnijax preprocess: --clips {str(tmp_path / 'none')!r}: no such file or directory"], r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_half_body_framing_keeps_pose_usable(tmp_path_factory):
+    """`--framing half` leaves the hips out of the shot in every frame: its clean clips are
+    still pose_ok (the demo's stage 3 trains on them), while a clip whose keypoints a
+    detector lost is not."""
+    root = tmp_path_factory.getbasetemp()
+    half = synth_set(root, "pp_half", clips=2, seed=7, framing="half", out_of_sync=0.0,
+                     occluded=0.0, missing=0.5)
+    truth = json.load(open(os.path.join(half, "truth.json")))
+    out = str(tmp_path_factory.mktemp("pp_half_out"))
+    cfg = preprocess.PreprocessConfig(buckets=BUCKETS[:1], clips_per_shard=4, batch_size=4,
+                                      vae=tiny_vae_dir(root))
+    m = preprocess.run(os.path.join(half, "clips"), out, cfg, progress=False)
+    bucket = next(iter(m["buckets"]))
+    data = {"out": out, "manifest": m}
+    for cid, t in truth.items():
+        recs = _clip_records(data, f"{cid}.mp4", bucket)
+        assert recs and {bool(r["pose_ok"]) for r in recs} == {t["keypoints"] == "ok"}, (cid, t)

@@ -66,10 +66,25 @@ def load_keypoints(path: str | os.PathLike) -> tuple[np.ndarray, float]:
     return check_keypoints(np.asarray(blob["frames"], np.float32), path), float(blob["fps"])
 
 
-def visible_fraction(kp: np.ndarray) -> float:
-    """Fraction of (frame, keypoint) entries that are visible."""
+def visible_fraction(kp: np.ndarray, height: int | None = None, width: int | None = None) -> float:
+    """Fraction of (frame, keypoint) entries that are visible.
+
+    Given the frame size, an invisible entry whose position lies outside the frame is out of
+    shot (a half-body framing never shows the hips), not lost, and is left out of the count:
+    a framing alone must not make a clip's pose unusable. A lost or occluded keypoint keeps
+    a position inside the frame (a detector's (0, 0) too) and counts as not visible.
+    """
     kp = check_keypoints(kp)
-    return float((kp[..., 2] > 0.5).mean()) if kp.shape[0] else 0.0
+    if not kp.shape[0]:
+        return 0.0
+    visible = kp[..., 2] > 0.5
+    counted = np.ones_like(visible)
+    if height is not None and width is not None:
+        x, y = kp[..., 0], kp[..., 1]
+        in_frame = (x >= 0) & (x < width) & (y >= 0) & (y < height)
+        counted = visible | in_frame
+    n = counted.sum()
+    return float(visible.sum() / n) if n else 0.0
 
 
 def heatmaps(kp: np.ndarray, height: int, width: int, sigma: float) -> np.ndarray:

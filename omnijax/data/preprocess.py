@@ -6,7 +6,8 @@ For every clip (video with audio, `<clip>.keypoints.json`, `<clip>.txt` caption)
   reference frame's latent + audio features at the frame rate + pose heatmaps + text
   states, with two flags:
     audio_ok  sync score (mouth darkness from pixels vs audio loudness, `sync.py`) passes
-    pose_ok   the window's keypoints are visible enough
+    pose_ok   the window's keypoints are visible enough (those in shot: a framing that
+              leaves the hips out does not make pose unusable)
   Failing clips are kept and flagged: the curriculum trains them without that condition.
   Each window's reference frame lies outside the window (>= `ref_gap` frames away, a
   seeded choice) when the clip is long enough, so the model cannot learn to copy the target
@@ -291,7 +292,7 @@ def process_clip(path: str, cfg: PreprocessConfig, enc: FeatureEncoders) -> Clip
         out = []
         for j, s in enumerate(starts):
             kw = kp_b[s:s + T]
-            pose_ok = bool(has_kp and kpt.visible_fraction(kw) >= cfg.pose_min_visible)
+            pose_ok = bool(has_kp and kpt.visible_fraction(kw, hp, wp) >= cfg.pose_min_visible)
             out.append({
                 "latents": lat[j], "ref_latent": ref_lat[pos[j]],
                 "audio": audio_feats[s:s + T].astype(np.float32),

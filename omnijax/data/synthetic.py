@@ -292,7 +292,7 @@ def render_clip(cfg: SynthConfig, index: int, out_dir: str, *, out_of_sync: bool
     with open(base + ".json", "w") as f:
         json.dump(meta, f, indent=1)
     return {"out_of_sync": bool(out_of_sync), "keypoints": keypoints_mode, "speech_engine": used,
-            "visible_fraction": kpt.visible_fraction(kp)}
+            "visible_fraction": kpt.visible_fraction(kp, height, width)}
 
 
 def _engine(requested: str) -> str:
