@@ -1,7 +1,7 @@
 """`omnijax demo`: the project's main job in one command, on a laptop CPU.
 
     omnijax demo [--out DIR]                  the bundled model: a 20-second video of a
-                                              held-out identity, its evaluation (~3 min)
+                                              held-out identity, its evaluation (~1 min)
     omnijax demo --train [--minutes 25]       the whole system from scratch (configs/demo.py)
     omnijax demo --quick                      the same at toy sizes (plumbing, ~3 min)
 

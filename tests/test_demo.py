@@ -71,13 +71,17 @@ def test_the_bundled_model_is_an_export_of_this_code():
 @pytest.mark.slow
 def test_bundled_demo_talks_in_sync(tmp_path):
     """The README's first command: files written, and the bundled model's lip-sync on the
-    held-out clip clears 3x what it reaches with the audio dropped (a later change to the
-    model code cannot silently break the bundled weights)."""
+    held-out clip follows the speech (a later change to the model code cannot silently
+    break the bundled weights). The stage-3 model also sees the pose, whose mouth
+    keypoints move the lips by themselves (`no_audio` keeps the pose: 0.34 against 0.53
+    with the speech when bundled), so the speech's own part is checked against another
+    clip's speech with the same pose (`mismatched`: 0.11), 3x, and above `no_audio`."""
     p = _demo("--out", str(tmp_path / "d"))
     assert p.returncode == 0, p.stderr[-3000:]
     blob = _check_outputs(tmp_path / "d")
     ls = blob["lipsync"]
-    assert ls["model"]["peak"] >= 3 * max(ls["no_audio"]["peak"], 0.02), ls
+    assert ls["model"]["peak"] >= 3 * max(ls["mismatched"]["peak"], 0.02), ls
+    assert ls["model"]["peak"] >= 1.2 * ls["no_audio"]["peak"], ls
     assert "lip-sync" in p.stdout and "pose" in p.stdout
 
 
