@@ -4,8 +4,8 @@ one H100 / H200):
     1. peaks       the card's bf16 dense spec (H100/H200 SXM: 989 TFLOP/s) and a bf16
                    8192^3 matmul measured here
     2. train MFU   the full bf16 train step of the `small` and `base` MMDiT presets (f32
-                   masters, remat per preset), model FLOPs = 6 x params x tokens + attention
-                   12 x layers x tokens^2 x width, against both peaks
+                   masters, remat per preset), model FLOPs = the trainer's per-weight count
+                   (`flops.mmdit_forward_flops` x 3), against both peaks
     3. attention   cuDNN vs XLA `dot_product_attention`, bf16, with a NON-prefix key mask
                    (every 3rd key masked), forward and forward+backward, and their agreement
     4. VAE         ours (Wan2.1 preset, bf16) vs diffusers `AutoencoderKLWan` on the GPU:

@@ -39,6 +39,7 @@ from tqdm import tqdm
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from omnijax.diffusion import flow  # noqa: E402
+from omnijax.train import flops  # noqa: E402
 from omnijax.models.mmdit import MMDiT, MMDiTConfig, num_params, random_mmdit  # noqa: E402
 
 # geometry of the timed inputs: F noisy latent frames of h x w, one reference frame, text of L
@@ -66,46 +67,9 @@ def _inputs(cfg: MMDiTConfig, b: int = 1) -> dict:
                 text=f32(b, L, cfg.text_dim), text_mask=jnp.ones((b, L), bool))
 
 
-def _param_groups(module: nnx.Module) -> dict[str, int]:
-    """Parameter counts per top-level path prefix ("blocks/text/q", "patch_embed", ...)."""
-    counts: dict[str, int] = {}
-    for path, var in nnx.to_flat_state(nnx.state(module, nnx.Param)):
-        key = "/".join(str(p) for p in path[:-1])
-        counts[key] = counts.get(key, 0) + int(np.prod(var.get_value().shape))
-    return counts
-
-
 def mmdit_forward_flops(cfg: MMDiTConfig, frames_visual: int, frames_noisy: int) -> float:
-    """Forward FLOPs of one sample (see module doc)."""
-    abstract = nnx.eval_shape(lambda: MMDiT(cfg, rngs=nnx.Rngs(0)))
-    groups = _param_groups(abstract)
-    per_frame = (H // cfg.patch[0]) * (W // cfg.patch[1])
-    t_vis, t_noisy = frames_visual * per_frame, frames_noisy * per_frame
-    slots = 4 * (2 * cfg.audio_window + 1)
-    video_frames = 1 + 4 * (frames_noisy - 1)
-    total = 0.0
-    for key, n in groups.items():
-        if key.startswith(("blocks/text", "text/")):
-            tokens = L
-        elif key in ("blocks/audio/k", "blocks/audio/v"):
-            tokens = frames_noisy * slots
-        elif key.startswith("audio/"):
-            tokens = video_frames
-        elif key.startswith(("time", "visual_time_proj", "final_time_proj")):
-            tokens = frames_visual + 1  # per frame (each frame has its own t) + the text stream's
-        elif key.startswith("text_time_proj"):
-            tokens = 1
-        elif key.startswith("pose/") or key in ("", "audio", "text", "blocks/text", "blocks/visual"):
-            continue  # conv guider: counted below; the rest are tables (null / slot / modulation)
-        else:
-            tokens = t_vis
-        total += 2.0 * n * tokens
-    pose_groups = {k: v for k, v in groups.items() if k.startswith("pose/")}
-    hp = int(8 * H * cfg.pose_scale)
-    total += 2.0 * sum(pose_groups.values()) * frames_noisy * hp * hp / 4  # strided: ~1/4 of full res
-    total += 4.0 * cfg.depth * (t_vis + L) ** 2 * cfg.width
-    total += 4.0 * cfg.depth * t_noisy * slots * cfg.width
-    return total
+    """Forward FLOPs of one sample at this script's shapes (the count the trainer's MFU uses)."""
+    return flops.mmdit_forward_flops(cfg, frames_visual, frames_noisy, H, W, L)
 
 
 def wan_forward_flops(wan, cfg: MMDiTConfig, tokens: int) -> float:

@@ -19,9 +19,8 @@ window, so compilation is excluded). "of bare step" = loop steps/s x the bare st
 MFU = model FLOPs per step / step time / (peak FLOP/s x devices), where the peak is a
 float32 1024^2 matmul measured first in this same process (the CPU roofline stand-in; on
 an accelerator pass --peak to use the card's bf16 dense peak instead). Model FLOPs are
-the analytic count (MMDiT: 6 x params x tokens + 12 x layers x tokens^2 x width; VAE: XLA's
-forward count x 3). The MMDiT count (the convention of README "Benchmarks") overcounts a two-stream model
-(each token only meets its own stream's weights), so its MFU is an upper-side estimate.
+the trainer's own count (MMDiT: `flops.mmdit_forward_flops` x 3, each weight charged for
+the tokens it meets, plus attention; VAE: XLA's forward count x 3).
 "XLA/model" is XLA's own count of the compiled step over the model count; XLA counts the
 body of a `lax.scan` once, not once per layer, so it falls with depth (scanned blocks) and
 is a sanity column, not a FLOP count.

@@ -195,11 +195,13 @@ class MMDiTObjective:
         return (self.F + 1) * (self.h // ph) * (self.w // pw) + self.L
 
     def flops_per_example(self) -> float:
-        """The analytic transformer count over the joint sequence (`flops.transformer_flops`)."""
-        if not hasattr(self, "_params"):
-            self._params = flops.abstract_param_count(self.model_fn)
-        mc = self.model_config
-        return flops.transformer_flops(self._params, self.tokens_per_example(), mc.depth, mc.width)
+        """Forward + backward = 3 x the per-weight forward count (`flops.mmdit_forward_flops`:
+        the text stream's weights meet text tokens only; the one-stream rule of thumb would
+        charge them for every token and put a two-stream model above 100% MFU)."""
+        if not hasattr(self, "_flops"):
+            self._flops = 3.0 * flops.mmdit_forward_flops(self.model_config, self.F + 1, self.F,
+                                                          self.h, self.w, self.L)
+        return self._flops
 
 
 # ============================================================================ VAE
