@@ -16,6 +16,7 @@ def test_quickstart_notebook_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("OMNIJAX_QUICKSTART_DIR", str(tmp_path))
     monkeypatch.setenv("OMNIJAX_QUICKSTART_QUICK", "1")
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    monkeypatch.delenv("XLA_FLAGS", raising=False)   # a user's kernel: one CPU device (not conftest's 8)
     nb = nbformat.read(NOTEBOOK, as_version=4)
     assert sum(c.cell_type == "code" for c in nb.cells) >= 6
     NotebookClient(nb, timeout=900, kernel_name="python3",
