@@ -50,9 +50,12 @@ def first_line(script: str) -> str:
     return doc.split("\n")[0]
 
 
-def demo_phases(path: str = os.path.join(REPO, "omnijax", "assets", "demo_model", "phases.json")) -> list[str]:
+def demo_phases(path: str | None = None) -> list[str]:
     """The bundled demo model's phase times, as its `omnijax demo --train` run recorded them
     (`phases.json`: seconds and what each phase reached)."""
+    if path is None:
+        from omnijax.demo import BUNDLED
+        path = os.path.join(BUNDLED, "phases.json")
     if not os.path.exists(path):
         return ["## Demo phases", "", f"No bundled model at {os.path.relpath(path, REPO)}.", ""]
     import json

@@ -46,16 +46,6 @@ from omnijax.models.mmdit import MMDiT, MMDiTConfig, num_params, random_mmdit  #
 F, H, W, L = 3, 16, 16, 32
 
 
-def _median_time(fn, repeats: int) -> float:
-    fn()  # warm-up (compile)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def _inputs(cfg: MMDiTConfig, b: int = 1) -> dict:
     rng = np.random.default_rng(0)
     t_video = 1 + 4 * (F - 1)

@@ -83,3 +83,8 @@ def fake_cache(out: str, buckets: dict[str, int], shards_per_bucket: int = 2,
     with open(os.path.join(out, "manifest.json"), "w") as f:
         json.dump(manifest, f)
     return ids
+
+
+# What a user's shell has, for tests that run a command in a subprocess: one CPU device
+# (conftest forces 8 for the sharding tests, and the demo's batch of 2 does not split over 8).
+USER_ENV = dict({k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}, JAX_PLATFORMS="cpu")

@@ -6,11 +6,10 @@ import subprocess
 import sys
 
 import pytest
+from data_helpers import USER_ENV
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# what a user's shell has: one CPU device (conftest forces 8 for the sharding tests, and a
-# batch of 2 does not split over 8)
-ENV = dict({k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}, JAX_PLATFORMS="cpu")
+ENV = USER_ENV
 
 
 @pytest.mark.slow

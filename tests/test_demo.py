@@ -7,12 +7,11 @@ import subprocess
 import sys
 
 import pytest
+from data_helpers import USER_ENV
 
 from omnijax import demo
 
-# what a user's shell has: one CPU device (conftest forces 8 for the sharding tests, and a
-# batch of 2 does not split over 8)
-ENV = dict({k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}, JAX_PLATFORMS="cpu")
+ENV = USER_ENV
 FILES = ("video.mp4", "frames.png", "eval.json", "curves.png")
 
 
