@@ -50,6 +50,7 @@ def step_rate(preset: str, batch: dict, repeats: int) -> tuple[float, int]:
     """samples/s of one jitted forward + backward (flow-matching loss) of an MMDiT preset."""
     from flax import nnx
 
+    from omnijax.data import keypoints as kpt
     from omnijax.diffusion import flow
     from omnijax.models.mmdit import MMDiT, MMDiTConfig
 
@@ -62,7 +63,10 @@ def step_rate(preset: str, batch: dict, repeats: int) -> tuple[float, int]:
         m = nnx.merge(graphdef, params, rest)
         d = flow.noised(key, b["latents"])
         keep = {k[5:]: b[k] for k in ("keep_ref", "keep_text", "keep_audio", "keep_pose")}
-        v = m(d["x_t"], d["t"], ref=b["ref_latent"], audio=b["audio"], pose=b["pose"].astype(np.float32),
+        _, _, h, w, _ = b["latents"].shape
+        pose = kpt.heatmaps_from_normalized(b["keypoints"], round(8 * h * cfg.pose_scale),
+                                            round(8 * w * cfg.pose_scale), cfg.pose_sigma, xp=jax.numpy)
+        v = m(d["x_t"], d["t"], ref=b["ref_latent"], audio=b["audio"], pose=pose,
               text=b["text"], text_mask=b["text_mask"], keep=keep)
         return flow.per_sample_loss(v, d["target"]).mean()
 

@@ -1,7 +1,7 @@
 """Training speed: the bare jitted train step, and the real loop at its default settings.
 
     python bench/train.py [--repeats 5] [--rows mmdit-tiny,mmdit-tiny-nomotion,mmdit-tiny-remat,mmdit-small,vae-tiny]
-                          [--loop-steps 120]
+                          [--loop-steps 300]
 
 Bare rows time the whole `trainer.setup(...).step` (forward, backward, clipping, AdamW,
 EMA, guard) on the batches the objective really trains on, one jit call per step, state
@@ -11,10 +11,17 @@ prefixes) except `-nomotion` (motion_prob 0) and `-remat`.
 
 Loop rows run `trainer.train` itself (`python -m omnijax.train`'s code path: data
 iterator, host->device batches, the step, metrics, checkpoints every `checkpoint.every`,
-TensorBoard) for `--loop-steps` steps of the tiny stage-3 config, on synthetic latents and
-on preprocessed shards (made here: `omnijax synth` + `omnijax preprocess` into a temp dir),
-and read `steps_per_s` from the run's own metrics.jsonl (the rows after the first logging
-window, so compilation is excluded). "of bare step" = loop steps/s x the bare step time.
+TensorBoard) for `--loop-steps` steps of the tiny stage-3 config at its defaults, on
+synthetic latents and on preprocessed shards (made here: `omnijax synth` + `omnijax
+preprocess` into a temp dir); `-nockpt` saves only at the end (what the data path costs
+without the periodic checkpoints). Their steps/s is the loop's own (`steps_per_s` in the run's
+metrics.jsonl): the mean over every logging window after the first (compilation excluded,
+checkpoint saves included: they are part of what a user's run pays). The peer is the bare
+step *streamed*: the same compiled step dispatched back to back with batches already on the
+device and one wait at the end (the throughput a loop with free data and no checkpoints
+would reach), compiled once and timed between the loop rows: a row's peer is the mean of
+the timings just before and just after it (they bracket the machine's drift). "of bare
+step" = loop steps/s / bare streamed steps/s.
 
 MFU = model FLOPs per step / step time / (peak FLOP/s x devices), where the peak is a
 float32 1024^2 matmul measured first in this same process (the CPU roofline stand-in; on
@@ -105,11 +112,41 @@ def bench_row(name: str, repeats: int, peak: float) -> dict:
                 loss=float(m["loss"]))
 
 
-def _loop_steps_per_s(workdir: str, log_every: int) -> float:
+def _loop_steps_per_s(workdir: str) -> float:
+    """Steps over seconds of every logged window after the first (which holds the compile)."""
     import json
     rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
-    rows = [r for r in rows if r["step"] > log_every and "steps_per_s" in r]
-    return statistics.median(r["steps_per_s"] for r in rows)
+    rows = [r for r in rows if "steps_per_s" in r]
+    steps = [r["step"] for r in rows]
+    seconds = sum((b - a) / r["steps_per_s"] for a, b, r in zip(steps, steps[1:], rows[1:]))
+    return (steps[-1] - steps[0]) / seconds
+
+
+class BareStream:
+    """The tiny stage-3 step (defaults), compiled once; `ms()` times `steps` of it dispatched
+    back to back, batches on the device beforehand, one `block_until_ready` at the end."""
+
+    def __init__(self, steps: int = 40):
+        cfg = omnihuman.get_config("size=tiny,stage=3")
+        cfg.train.compute_dtype = "float32"
+        cfg.observe.peak_flops = 1.0
+        su = trainer.setup(cfg)
+        data = su.objective.make_data(cfg, su.mesh)
+        self.batches = [su.global_batch(next(data)) for _ in range(steps)]
+        abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=su.batch_shardings[k])
+                          for k, v in su.batch_spec.items()}
+        self.compiled, _ = trainer.compile_step(su.step, su.target, abstract_batch)
+        self.state = su.init_state(0)
+        self.ms()                                              # warm-up
+
+    def ms(self) -> float:
+        state, m = self.state, None
+        t0 = time.perf_counter()
+        for b in self.batches:
+            state, m = self.compiled(state, b)
+        jax.block_until_ready((state, m))
+        self.state = state
+        return 1e3 * (time.perf_counter() - t0) / len(self.batches)
 
 
 def _make_shards(root: str) -> str:
@@ -121,31 +158,32 @@ def _make_shards(root: str) -> str:
     return os.path.join(root, "cache")
 
 
-def loop_row(name: str, steps: int, bare_ms: float, root: str) -> dict:
+def loop_row(name: str, steps: int, root: str, shards: str) -> dict:
     """`trainer.train` at the tiny stage-3 defaults; steps/s from its own metrics."""
     import logging
     logging.getLogger("omnijax").setLevel(logging.WARNING)
-    source = name.split("-")[-1]
+    source = name.split("-")[1]
     c = omnihuman.get_config(f"size=tiny,stage=3,data={source}")
     c.train.update(steps=steps, compute_dtype="float32")
+    if name.endswith("-nockpt"):          # the data path's cost alone: one save, at the end
+        c.checkpoint.every = 10 * steps
     c.observe.peak_flops = 1.0
     if source == "shards":
-        c.data.update(path=_make_shards(os.path.join(root, "shards")), bucket="17x64x64")
+        c.data.update(path=shards, bucket="17x64x64")
     workdir = os.path.join(root, name)
     t0 = time.perf_counter()
     status = trainer.train(c, workdir)
     wall = time.perf_counter() - t0
-    sps = _loop_steps_per_s(workdir, int(c.train.log_every))
+    sps = _loop_steps_per_s(workdir)
     return dict(row=name, status=status, steps=steps, log_every=int(c.train.log_every),
-                ckpt_every=int(c.checkpoint.every), steps_per_s=sps, step_ms=1e3 / sps,
-                of_bare=sps * bare_ms / 1e3, wall_s=wall)
+                ckpt_every=int(c.checkpoint.every), steps_per_s=sps, step_ms=1e3 / sps, wall_s=wall)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--rows", default="mmdit-tiny,mmdit-tiny-nomotion,mmdit-tiny-remat,mmdit-small,vae-tiny")
-    p.add_argument("--loop-steps", type=int, default=120, help="steps of each real-loop row (0: none)")
+    p.add_argument("--loop-steps", type=int, default=300, help="steps of each real-loop row (0: none)")
     p.add_argument("--peak", type=float, default=0.0, help="peak FLOP/s per device (0: measure)")
     a = p.parse_args(argv)
     peak = a.peak or trainer.measured_matmul_peak(1024, 7)
@@ -183,17 +221,29 @@ def main(argv=None) -> int:
     if "mmdit-tiny" in by_name and "mmdit-tiny-nomotion" in by_name:
         print(f"# motion_prob 0.25 / 0: {by_name['mmdit-tiny']['step_ms'] / by_name['mmdit-tiny-nomotion']['step_ms']:.2f}x "
               "step time (the prefix is a mask: same program, same shapes)")
-    if a.loop_steps and "mmdit-tiny" in by_name:
+    if a.loop_steps:
         import tempfile
-        bare = by_name["mmdit-tiny"]["step_ms"]
+        names = ("loop-synthetic", "loop-shards", "loop-shards-nockpt")
         with tempfile.TemporaryDirectory() as root:
-            loops = [loop_row(n, a.loop_steps, bare, root) for n in ("loop-synthetic", "loop-shards")]
-        print("\n| loop (tiny stage 3, defaults) | steps | log every | ckpt every | steps/s | ms/step | of bare step | wall s |")
-        print("|---|---|---|---|---|---|---|---|")
-        for r in loops:
+            shards = _make_shards(os.path.join(root, "shards"))
+            bare = BareStream()
+            # the bare step is timed between the rows: each row's peer is the mean of the
+            # timings just before and just after it (this machine's speed drifts by 10-20%)
+            marks, loops = [bare.ms()], []
+            for n in names:
+                loops.append(loop_row(n, a.loop_steps, root, shards))
+                marks.append(bare.ms())
+        print("\n| loop (tiny stage 3, defaults) | steps | log every | ckpt every | steps/s | ms/step | "
+              "bare step ms (before, after) | of bare step | wall s |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for r, before, after in zip(loops, marks, marks[1:]):
+            r["bare_ms"] = (before + after) / 2
             print(f"| {r['row']} | {r['steps']} | {r['log_every']} | {r['ckpt_every']} | {r['steps_per_s']:.2f} | "
-                  f"{r['step_ms']:.1f} | {r['of_bare']:.2f} | {r['wall_s']:.0f} |")
-        print(f"# bare step (mmdit-tiny, defaults): {bare:.1f} ms = {1e3 / bare:.2f} steps/s")
+                  f"{r['step_ms']:.1f} | {r['bare_ms']:.1f} ({before:.1f}, {after:.1f}) | "
+                  f"{r['bare_ms'] / r['step_ms']:.2f} | {r['wall_s']:.0f} |")
+        r = {x["row"]: x for x in loops}
+        print(f"# checkpoints every {r['loop-shards']['ckpt_every']} steps cost "
+              f"{r['loop-shards']['step_ms'] / r['loop-shards-nockpt']['step_ms'] - 1:.1%} of the loop's time on shards")
     return 0
 
 

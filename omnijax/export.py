@@ -222,7 +222,7 @@ def export_mmdit(run: Run, out: str, *, dtype: str = "bfloat16", weights: str = 
             "video": {"fps": float(pre.get("fps", 25.0)), "height": 8 * h, "width": 8 * w,
                       "frames_per_segment": 1 + 4 * (F - 1), "motion_video_frames": 5,
                       "sample_rate": 16000},
-            "pose": {"scale": float(mc.pose_scale), "sigma": float(pre.get("pose_sigma", 0.04))},
+            "pose": {"scale": float(mc.pose_scale), "sigma": float(mc.pose_sigma)},
             "encoders": {"audio": audio_spec, "text": text_spec},
             "sampler": {**DEFAULT_SAMPLER, **dict(cfg_dict.get("sample") or {})},
             "conditions": [c for c in CONDITIONS if ratios.get(c, 0) > 0],

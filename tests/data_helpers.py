@@ -49,7 +49,8 @@ def fake_example(rec_id: int, frames: int, height: int, width: int, *, audio_ok=
         "latents": rng.standard_normal((F, height // 8, width // 8, z)).astype(np.float32),
         "ref_latent": rng.standard_normal((1, height // 8, width // 8, z)).astype(np.float32),
         "audio": rng.standard_normal((frames, 8)).astype(np.float32),
-        "pose": np.zeros((frames, height // 2, width // 2, NUM_KEYPOINTS), np.float16),
+        "keypoints": np.concatenate([rng.random((frames, NUM_KEYPOINTS, 2)),
+                                     np.ones((frames, NUM_KEYPOINTS, 1))], -1).astype(np.float32),
         "text": text, "text_mask": np.arange(8) < 3,
         "audio_ok": np.bool_(audio_ok), "pose_ok": np.bool_(pose_ok),
     }

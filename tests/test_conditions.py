@@ -65,6 +65,23 @@ def test_pose_guider_reaches_the_latent_grid_and_sees_adjacent_frames():
         cond.PoseGuider(keypoints=13, hidden=8, out_channels=4, pose_scale=0.3, rngs=nnx.Rngs(0))
 
 
+def test_pose_guider_ignores_the_channels_it_is_told_to():
+    """pose_ignore channels are never seen: changing them changes nothing; others do."""
+    r = np.random.default_rng(3)
+    guider = cond.PoseGuider(keypoints=13, hidden=8, out_channels=4, pose_scale=0.5, ignore=(10, 11, 12),
+                             rngs=nnx.Rngs(0))
+    guider.out.kernel[...] = r.normal(size=guider.out.kernel.shape).astype(np.float32)
+    pose = r.uniform(size=(1, 5, 16, 16, 13)).astype(np.float32)
+    keep = np.array([True])
+    ref = np.asarray(guider(jnp.asarray(pose), keep))
+    mouth = pose.copy()
+    mouth[..., 10:] = r.uniform(size=mouth[..., 10:].shape)
+    np.testing.assert_array_equal(np.asarray(guider(jnp.asarray(mouth), keep)), ref)
+    hand = pose.copy()
+    hand[..., 4] = 0.0
+    assert np.abs(np.asarray(guider(jnp.asarray(hand), keep)) - ref).max() > 1e-4
+
+
 def test_text_projector_null():
     proj = cond.TextProjector(text_dim=6, width=8, rngs=nnx.Rngs(0))
     text = jnp.ones((2, 5, 6))

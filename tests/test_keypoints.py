@@ -51,6 +51,24 @@ def test_heatmaps_peak_on_visible_keypoints_and_are_zero_elsewhere():
     assert kpt.visible_fraction(kp) == 2 / 26
 
 
+def test_heatmaps_in_jax_equal_numpy_and_normalized_keypoints_render_at_any_size():
+    """The train step renders cached (normalised) keypoints with jax.numpy; the sampler and
+    evaluation render pixel keypoints with numpy: one formula, equal results."""
+    import jax.numpy as jnp
+
+    r = np.random.default_rng(0)
+    kp = np.concatenate([r.uniform(0, 1, (2, 5, 13, 2)), (r.random((2, 5, 13, 1)) < 0.7)], -1).astype(np.float32)
+    want = kpt.heatmaps_from_normalized(kp, 16, 24, 0.04)                      # numpy, batched
+    assert want.shape == (2, 5, 16, 24, 13)
+    got = np.asarray(kpt.heatmaps_from_normalized(jnp.asarray(kp), 16, 24, 0.04, xp=jnp))
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    # = pixel keypoints of the 16x24 heatmap through the numpy renderer, one clip at a time
+    px = kp * np.asarray([24, 16, 1], np.float32)
+    np.testing.assert_allclose(want[1], kpt.heatmaps(px[1], 16, 24, 0.04 * 16), atol=1e-6)
+    # normalize() is the inverse of that scaling for a frame of any size
+    np.testing.assert_allclose(kpt.normalize(kp * np.asarray([64, 32, 1], np.float32), 32, 64), kp, atol=1e-6)
+
+
 def test_keypoints_out_of_shot_do_not_count_as_lost():
     """A half-body framing puts the hips below the frame (invisible, positions outside): they
     leave the count. Lost keypoints keep positions inside the frame and count as missing."""

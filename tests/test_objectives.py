@@ -74,8 +74,13 @@ def test_mmdit_loss_is_flow_matching_with_mix_breakdown():
     graphdef, state = nnx.split(model)
     rng = jax.random.key(7)
 
+    from omnijax.data import keypoints as kpt
+    # the heatmaps the guider must see, rendered by numpy from the batch's keypoints
+    maps = kpt.heatmaps_from_normalized(batch["keypoints"], obj.Hp, obj.Wp, obj.model_config.pose_sigma)
+    assert maps.shape == (4, obj.T, obj.Hp, obj.Wp, 13) and maps.max() > 0.5
+
     @jax.jit
-    def both(state, batch):
+    def both(state, batch, maps):
         m = nnx.merge(graphdef, state)
         loss, aux = obj.loss(m, batch, rng)
         # by hand: the documented recipe (no motion prefix: motion_prob = 0; tiny: shift 1)
@@ -83,12 +88,12 @@ def test_mmdit_loss_is_flow_matching_with_mix_breakdown():
         d = flow.noised(k_noise, batch["latents"], shift=obj.shift)
         keep = {c: batch[f"keep_{c}"] for c in CONDITIONS}
         pred = m(d["x_t"], d["t"], ref=batch["ref_latent"], audio=batch["audio"],
-                 pose=batch["pose"].astype(jnp.float32), text=batch["text"],
+                 pose=maps, text=batch["text"],
                  text_mask=batch["text_mask"], keep=keep)
         per = jnp.mean(jnp.square(pred - d["target"]).reshape(pred.shape[0], -1), axis=1)
         return loss, aux, per
 
-    loss, aux, per = both(state, batch)
+    loss, aux, per = both(state, batch, maps)
     np.testing.assert_allclose(loss, per.mean(), rtol=1e-5)
     code = sum(batch[f"keep_{c}"].astype(int) << i for i, c in enumerate(CONDITIONS))
     np.testing.assert_array_equal(aux["mix_count"], np.bincount(code, minlength=16))
@@ -116,29 +121,33 @@ def live_mmdit():
     model = random_mmdit(obj.model_config, seed=1)
     batch = next(obj.make_data(cfg, _one_device_mesh()))
     batch = dict(batch, **{f"keep_{c}": np.ones(2, bool) for c in CONDITIONS})
-    return obj, model, batch
+    kp = batch["keypoints"].copy()
+    kp[..., :2] = 0.1 + 0.8 * kp[..., :2]          # every keypoint in shot and visible
+    kp[..., 2] = 1.0
+    return obj, model, dict(batch, keypoints=kp)
 
 
 def test_audio_and_pose_reach_every_noisy_frame_with_and_without_prefix(live_mmdit):
     """Per video frame, d loss / d audio and d loss / d pose are non-zero for every frame of
     every noisy latent frame (the first noisy one after a prefix too: 4 frames, not 1) and
     exactly zero where no noisy frame looks (audio: outside every noisy frame's window;
-    pose: frames of clean latent frames)."""
+    pose: frames of clean latent frames). Pose is what the batch holds: keypoints, rendered
+    into heatmaps inside the loss, so the gradient is taken w.r.t. their coordinates."""
     obj, model, batch = live_mmdit
     F, w = obj.F, obj.model_config.audio_window
     graphdef, state = nnx.split(model)
     prefix = jnp.asarray([0, 2], jnp.int32)
 
     @jax.jit
-    def grads(state, audio, pose):
+    def grads(state, audio, keypoints):
         # the state is differentiated too (and dropped): NNX's scan inside the model needs its
         # variables traced at the level of the transform that calls it
-        def total(state, audio, pose):
-            b = dict(batch, audio=audio, pose=pose)
+        def total(state, audio, keypoints):
+            b = dict(batch, audio=audio, keypoints=keypoints)
             return obj.per_sample_loss(nnx.merge(graphdef, state), b, prefix, jax.random.key(0)).sum()
-        return jax.grad(total, argnums=(0, 1, 2))(state, audio, pose)[1:]
+        return jax.grad(total, argnums=(0, 1, 2))(state, audio, keypoints)[1:]
 
-    ga, gp = grads(state, jnp.asarray(batch["audio"]), jnp.asarray(batch["pose"], jnp.float32))
+    ga, gp = grads(state, jnp.asarray(batch["audio"]), jnp.asarray(batch["keypoints"]))
     ga = np.abs(np.asarray(ga)).sum(-1)                       # (B, T)
     gp = np.abs(np.asarray(gp)).reshape(*gp.shape[:2], -1).sum(-1)
     for i, m in enumerate([0, 2]):
@@ -213,10 +222,12 @@ def test_vae_loss_is_reconstruction_plus_kl():
     assert obj.flops_per_example() > 0
 
 
-def _write_manifest(path, shapes):
+def _write_manifest(path, shapes, version=None):
     import json
+    from omnijax.data import schema
     path.mkdir(parents=True, exist_ok=True)
-    manifest = {"encoders": {"audio": "wav2vec2:ckpt", "text": "bytes"},
+    manifest = {"schema_version": version or schema.SCHEMA_VERSION,
+                "encoders": {"audio": "wav2vec2:ckpt", "text": "bytes"},
                 "buckets": {"t17_h32_w32": {"frames": 17, "height": 32, "width": 32, "shapes": shapes}}}
     (path / "manifest.json").write_text(json.dumps(manifest))
 
@@ -235,6 +246,10 @@ def test_shard_features_are_checked_against_the_model_config(tmp_path):
         pipeline.check_cache(str(tmp_path / "bad"), None, expected)
     with pytest.raises(ValueError, match="no bucket '9x32x32'"):
         pipeline.check_cache(str(tmp_path / "ok"), "9x32x32", expected)
+    # a cache of schema 1 (pose heatmaps) is refused by name, before any shape is compared
+    _write_manifest(tmp_path / "v1", {**spec, "pose": [17, 16, 16, 13]}, version=1)
+    with pytest.raises(ValueError, match=r"schema 1, this version reads schema 2; run `omnijax preprocess`"):
+        pipeline.check_cache(str(tmp_path / "v1"), None, expected)
     # the objective's shards input runs the check before it builds the pipeline
     c.data.update(source="shards", path=str(tmp_path / "bad"))
     with pytest.raises(ValueError, match=r"holds audio of shape"):

@@ -95,7 +95,7 @@ def test_buckets_give_single_shape_batches_mixed_by_weight(cache):
         assert all(s[0] == 4 for s in shapes.values())
         bucket = SQ if shapes["latents"][1:] == (3, 4, 4, 16) else WIDE
         if bucket == WIDE:
-            assert shapes["latents"][1:] == (2, 4, 6, 16) and shapes["pose"][1:] == (5, 16, 24, 13)
+            assert shapes["latents"][1:] == (2, 4, 6, 16) and shapes["keypoints"][1:] == (5, 13, 3)
         assert set(_ids(b)) <= set(ids[bucket])  # a batch never mixes buckets
         counts[bucket] += 1
     assert counts[SQ] == 30 and counts[WIDE] == 10  # weights 3:1
@@ -183,7 +183,7 @@ def test_global_arrays_on_the_mesh(cache):
     assert len(g["latents"].addressable_shards) == 8
     assert g["latents"].addressable_shards[0].data.shape[0] == 2  # 8 rows over data=4
     np.testing.assert_array_equal(np.asarray(g["keep_ref"]), batch["keep_ref"])
-    np.testing.assert_array_equal(np.asarray(g["pose"]), batch["pose"])
+    np.testing.assert_array_equal(np.asarray(g["keypoints"]), batch["keypoints"])
 
 
 def test_bad_data_dirs_fail_clearly(tmp_path):

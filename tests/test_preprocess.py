@@ -102,8 +102,8 @@ def test_manifest_counts_shapes_and_skips(data):
     sq, wd = schema.bucket_name(9, 32, 32), schema.bucket_name(9, 32, 48)
     assert m["buckets"][sq]["shapes"] == {
         "latents": [3, 4, 4, 16], "ref_latent": [1, 4, 4, 16], "audio": [9, 80],
-        "pose": [9, 16, 16, 13], "text": [64, 64], "text_mask": [64], "audio_ok": [], "pose_ok": []}
-    assert m["buckets"][wd]["shapes"]["pose"] == [9, 16, 24, 13]
+        "keypoints": [9, 13, 3], "text": [64, 64], "text_mask": [64], "audio_ok": [], "pose_ok": []}
+    assert m["buckets"][wd]["shapes"]["keypoints"] == [9, 13, 3]
     assert m["buckets"][wd]["records"] == 5  # only the wide clip: 50 frames -> 5 windows of 9
     assert m["buckets"][sq]["records"] == 6 * 5
     assert m["encoders"]["audio"] == "mel" and m["encoders"]["text"] == "bytes"
@@ -155,17 +155,24 @@ def test_audio_text_pose_features_and_flags(data):
     wave, _ = media.read_audio(path, 16000)
     mel = get_audio_encoder("mel")(wave, 16000, 25.0, 50)
     text, mask = get_text_encoder("bytes")([open(path[:-4] + ".txt").read().strip()])
-    kp = preprocess.transform_keypoints(kpt.load_keypoints(path[:-4] + kpt.SIDECAR_SUFFIX)[0],
-                                        64, 64, 32, 32, 0.5)
+    src = kpt.load_keypoints(path[:-4] + kpt.SIDECAR_SUFFIX)[0]
+    kp = preprocess.transform_keypoints(src, 64, 64, 32, 32, 1.0)     # pixels of the 32x32 window
     for j, r in enumerate(recs):
         np.testing.assert_allclose(r["audio"], mel[9 * j:9 * j + 9], atol=1e-6)
         np.testing.assert_array_equal(r["text"], text[0])
         np.testing.assert_array_equal(r["text_mask"], mask[0])
+        got = r["keypoints"]                                         # fractions of the frame
+        want = kp[9 * j:9 * j + 9]
+        np.testing.assert_allclose(got[..., 0] * 32, want[..., 0], atol=1e-4)
+        np.testing.assert_allclose(got[..., 1] * 32, want[..., 1], atol=1e-4)
+        np.testing.assert_array_equal(got[..., 2], want[..., 2])
+        # rendered at the model's heatmap size, each visible keypoint peaks on its own pixel
+        maps = kpt.heatmaps_from_normalized(got, 16, 16, 0.04)
         for t in range(9):
             for k in range(13):
-                x, y, vis = kp[9 * j + t, k]
-                ch = r["pose"][t, ..., k].astype(np.float32)
-                if vis:  # the heatmap peaks on the keypoint's pixel
+                x, y, vis = want[t, k] * np.asarray([0.5, 0.5, 1.0])
+                ch = maps[t, ..., k]
+                if vis:
                     iy, ix = np.unravel_index(np.argmax(ch), ch.shape)
                     assert abs(ix + 0.5 - x) <= 0.5 + 1e-3 and abs(iy + 0.5 - y) <= 0.5 + 1e-3
                 else:

@@ -10,7 +10,7 @@ from omnijax.data import schema
 
 def test_round_trip_is_exact_for_every_dtype():
     ex = fake_example(3, 9, 32, 48, audio_ok=False)
-    ex["pose"][2, 3, 4, 5] = 0.123  # float16 survives as float16
+    ex["keypoints"][2, 3] = (0.123, 0.456, 0.0)
     back = schema.decode(schema.encode(ex))
     assert back.keys() == ex.keys()
     for k in ex:
@@ -27,8 +27,13 @@ def test_validation_names_the_problem():
     bad = dict(ex, audio=ex["audio"][:5])
     with pytest.raises(ValueError, match="T="):
         schema.validate(bad)
-    with pytest.raises(ValueError, match="pose must be float16"):
-        schema.validate(dict(ex, pose=ex["pose"].astype(np.float32)))
+    with pytest.raises(ValueError, match="keypoints must be float32"):
+        schema.validate(dict(ex, keypoints=ex["keypoints"].astype(np.float16)))
+    with pytest.raises(ValueError, match=r"keypoints must have shape \('T', 13, 3\)"):
+        schema.validate(dict(ex, keypoints=ex["keypoints"][:, :10]))
+    with pytest.raises(ValueError, match=r"missing keys \['keypoints'\], unexpected keys \['pose'\]"):
+        schema.validate({**{k: v for k, v in ex.items() if k != "keypoints"},   # a schema-1 example
+                         "pose": np.zeros((9, 16, 16, 13), np.float16)})
     with pytest.raises(ValueError, match=r"missing keys \['text'\]"):
         schema.validate({k: v for k, v in ex.items() if k != "text"})
     with pytest.raises(ValueError, match="ref_latent has h=2"):

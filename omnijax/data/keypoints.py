@@ -87,19 +87,39 @@ def visible_fraction(kp: np.ndarray, height: int | None = None, width: int | Non
     return float(visible.sum() / n) if n else 0.0
 
 
-def heatmaps(kp: np.ndarray, height: int, width: int, sigma: float) -> np.ndarray:
-    """Keypoints `(T, K, 3)` already in heatmap pixel units -> `(T, height, width, K)` float32.
+def heatmaps(kp, height: int, width: int, sigma: float, xp=np):
+    """Keypoints `(..., T, K, 3)` already in heatmap pixel units -> `(..., T, height, width, K)`
+    float32.
 
     One unit-peak Gaussian per visible keypoint, centred on pixel centres (pixel (i, j) spans
     [j, j+1) x [i, i+1), so its centre is j + 0.5); a keypoint that is not visible gives an
-    all-zero channel, which the pose guider reads as "no information".
+    all-zero channel, which the pose guider reads as "no information". `xp`: numpy (the
+    sampler, evaluation) or jax.numpy (the training step renders the cached keypoints on the
+    device: one formula for both).
     """
-    kp = np.asarray(kp, np.float32)
-    ys = np.arange(height, dtype=np.float32) + 0.5
-    xs = np.arange(width, dtype=np.float32) + 0.5
-    gy = np.exp(-((ys[None, None, :] - kp[..., 1:2]) ** 2) / (2 * sigma**2))  # (T, K, H)
-    gx = np.exp(-((xs[None, None, :] - kp[..., 0:1]) ** 2) / (2 * sigma**2))  # (T, K, W)
-    vis = (kp[..., 2] > 0.5).astype(np.float32)  # (T, K)
+    kp = xp.asarray(kp, xp.float32)
+    ys = xp.arange(height, dtype=xp.float32) + 0.5
+    xs = xp.arange(width, dtype=xp.float32) + 0.5
+    gy = xp.exp(-((ys - kp[..., 1:2]) ** 2) / (2 * sigma**2))  # (..., T, K, H)
+    gx = xp.exp(-((xs - kp[..., 0:1]) ** 2) / (2 * sigma**2))  # (..., T, K, W)
+    vis = (kp[..., 2] > 0.5).astype(xp.float32)  # (..., T, K)
     # separable Gaussian: outer product per (t, k), then channels last
-    maps = np.einsum("tkh,tkw,tk->thwk", gy, gx, vis)
-    return maps.astype(np.float32)
+    return xp.einsum("...kh,...kw,...k->...hwk", gy, gx, vis).astype(xp.float32)
+
+
+def normalize(kp: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Keypoints in pixels of a `height x width` frame -> fractions of the frame (x / width,
+    y / height; visibility unchanged): what the training cache stores, so the heatmap
+    resolution is the model's choice (`heatmaps_from_normalized`), not the cache's."""
+    kp = np.asarray(kp, np.float32).copy()
+    kp[..., 0] /= width
+    kp[..., 1] /= height
+    return kp
+
+
+def heatmaps_from_normalized(kp, height: int, width: int, sigma_frac: float, xp=np):
+    """Normalised keypoints `(..., T, K, 3)` (`normalize`) -> heatmaps `(..., T, height, width,
+    K)` with sigma = `sigma_frac` x height pixels (MMDiTConfig.pose_sigma)."""
+    kp = xp.asarray(kp, xp.float32)
+    scale = xp.asarray([width, height, 1.0], xp.float32)
+    return heatmaps(kp * scale, height, width, sigma_frac * height, xp=xp)

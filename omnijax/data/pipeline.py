@@ -83,14 +83,21 @@ def _bucket_key(name: str) -> str:
     return schema.bucket_name(*schema.parse_bucket(name))
 
 
-def bucket_sources(data_dir: str) -> dict[str, list[str]]:
-    """bucket name -> its shard paths, from OUT/manifest.json."""
+def read_current_manifest(data_dir: str) -> dict:
+    """OUT/manifest.json, refused (with what to do) when another schema version wrote it."""
     from omnijax.data.preprocess import read_manifest
 
     manifest = read_manifest(data_dir)
     if manifest.get("schema_version") != schema.SCHEMA_VERSION:
-        raise ValueError(f"{data_dir}: manifest schema {manifest.get('schema_version')}, "
-                         f"this reader knows {schema.SCHEMA_VERSION}")
+        raise ValueError(f"{data_dir}: cache written with schema {manifest.get('schema_version')}, "
+                         f"this version reads schema {schema.SCHEMA_VERSION}; run `omnijax preprocess` "
+                         "again into a new directory")
+    return manifest
+
+
+def bucket_sources(data_dir: str) -> dict[str, list[str]]:
+    """bucket name -> its shard paths, from OUT/manifest.json."""
+    manifest = read_current_manifest(data_dir)
     out = {}
     for name, b in sorted(manifest["buckets"].items()):
         paths = [os.path.join(data_dir, s) for s in b["shards"]]
@@ -199,9 +206,7 @@ def check_cache(data_dir: str, bucket: str | None, expected: Mapping[str, tuple[
     encoder of another width, another VAE, or another bucket than configured would
     otherwise surface as an opaque shape error inside the jitted step.
     """
-    from omnijax.data.preprocess import read_manifest
-
-    manifest = read_manifest(data_dir)
+    manifest = read_current_manifest(data_dir)
     buckets = manifest["buckets"]
     shape_of = {n: f"{b['frames']}x{b['height']}x{b['width']}" for n, b in buckets.items()}
     names = [n for n in buckets if bucket is None or shape_of[n] == bucket]

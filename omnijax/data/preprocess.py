@@ -3,8 +3,8 @@
 For every clip (video with audio, `<clip>.keypoints.json`, `<clip>.txt` caption):
   frames at the target fps -> windows of T = 1 + 4k frames per shape bucket -> centre crop
   to the bucket's aspect, resize -> VAE latents (jitted, batched, normalised) + a
-  reference frame's latent + audio features at the frame rate + pose heatmaps + text
-  states, with two flags:
+  reference frame's latent + audio features at the frame rate + keypoints (as fractions
+  of the window's frame: the model renders its own heatmaps) + text states, with two flags:
     audio_ok  sync score (mouth darkness from pixels vs audio loudness, `sync.py`) passes
     pose_ok   the window's keypoints are visible enough (those in shot: a framing that
               leaves the hips out does not make pose unusable)
@@ -65,8 +65,6 @@ class PreprocessConfig:
     stride: int | None = None  # frames between window starts; None = window length (no overlap)
     audio_encoder: str = "mel"
     text_encoder: str = "bytes"
-    pose_scale: float = 0.5  # heatmap size / frame size (MMDiTConfig.pose_scale)
-    pose_sigma: float = 0.04  # Gaussian sigma as a fraction of the heatmap height
     pose_min_visible: float = 0.85  # pose_ok threshold on visible (frame, keypoint) entries
     sync_min_score: float = 0.7  # audio_ok threshold
     sync_max_lag: int = 1
@@ -279,8 +277,7 @@ def process_clip(path: str, cfg: PreprocessConfig, enc: FeatureEncoders) -> Clip
         if not starts:
             continue
         video = np.stack(resized[(T, h, w)])
-        hp, wp = int(round(h * cfg.pose_scale)), int(round(w * cfg.pose_scale))
-        kp_b = transform_keypoints(kp, H, W, h, w, cfg.pose_scale)
+        kp_b = transform_keypoints(kp, H, W, h, w, 1.0)     # pixels of the bucket's frame
         windows = np.stack([video[s:s + T] for s in starts])
         lat = enc.latents(windows)
         # Seeded by name and bucket, not by path: the same clip gets the same references
@@ -292,11 +289,11 @@ def process_clip(path: str, cfg: PreprocessConfig, enc: FeatureEncoders) -> Clip
         out = []
         for j, s in enumerate(starts):
             kw = kp_b[s:s + T]
-            pose_ok = bool(has_kp and kpt.visible_fraction(kw, hp, wp) >= cfg.pose_min_visible)
+            pose_ok = bool(has_kp and kpt.visible_fraction(kw, h, w) >= cfg.pose_min_visible)
             out.append({
                 "latents": lat[j], "ref_latent": ref_lat[pos[j]],
                 "audio": audio_feats[s:s + T].astype(np.float32),
-                "pose": kpt.heatmaps(kw, hp, wp, cfg.pose_sigma * hp).astype(np.float16),
+                "keypoints": kpt.normalize(kw, h, w),
                 "text": text[0], "text_mask": text_mask[0],
                 "audio_ok": np.bool_(audio_ok), "pose_ok": np.bool_(pose_ok),
             })
@@ -522,7 +519,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vae-seed", type=int, default=0)
     p.add_argument("--audio-encoder", default="mel", help="spec, e.g. mel or wav2vec2:PATH")
     p.add_argument("--text-encoder", default="bytes", help="spec, e.g. bytes or t5:PATH")
-    p.add_argument("--pose-scale", type=float, default=0.5)
     p.add_argument("--pose-min-visible", type=float, default=0.85)
     p.add_argument("--sync-min-score", type=float, default=0.7)
     p.add_argument("--ref-gap", type=int, default=4,
@@ -536,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     cfg = PreprocessConfig(buckets=tuple(a.buckets or ("17x64x64",)), fps=a.fps, stride=a.stride,
                            audio_encoder=a.audio_encoder, text_encoder=a.text_encoder,
-                           pose_scale=a.pose_scale, pose_min_visible=a.pose_min_visible,
+                           pose_min_visible=a.pose_min_visible,
                            sync_min_score=a.sync_min_score, clips_per_shard=a.clips_per_shard,
                            batch_size=a.batch_size, vae=a.vae, vae_seed=a.vae_seed,
                            ref_gap=a.ref_gap, ref_seed=a.ref_seed)

@@ -40,12 +40,10 @@ def _check_numbers(cfg: PreprocessConfig) -> None:
            ("--stride", cfg.stride, cfg.stride is None or cfg.stride >= 1, ">= 1"),
            ("--clips-per-shard", cfg.clips_per_shard, cfg.clips_per_shard >= 1, ">= 1"),
            ("--batch-size", cfg.batch_size, cfg.batch_size >= 1, ">= 1"),
-           ("--pose-scale", cfg.pose_scale, cfg.pose_scale > 0, "> 0"),
            ("--pose-min-visible", cfg.pose_min_visible, 0 <= cfg.pose_min_visible <= 1, "in [0, 1]"),
            ("--sync-min-score", cfg.sync_min_score, -1 <= cfg.sync_min_score <= 1,
             "in [-1, 1] (a correlation)"),
            ("--ref-gap", cfg.ref_gap, cfg.ref_gap >= 1, ">= 1"),
-           ("pose_sigma", cfg.pose_sigma, cfg.pose_sigma > 0, "> 0"),
            ("sync_max_lag", cfg.sync_max_lag, cfg.sync_max_lag >= 0, ">= 0")]
     for flag, value, ok, want in bad:
         if not ok:

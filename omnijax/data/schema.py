@@ -9,7 +9,9 @@ Shapes (symbols are per example; a batch adds a leading B):
     latents     (F, h, w, z)      float32  normalised VAE latents (vae.normalize)
     ref_latent  (1, h, w, z)      float32  normalised latent of the reference frame
     audio       (T, Da)           float32  T = 1 + 4 (F - 1) video frames
-    pose        (T, Hp, Wp, K)    float16  keypoint heatmaps, K = 13
+    keypoints   (T, K, 3)         float32  pose keypoints (x, y as fractions of the frame,
+                                           visibility), K = 13; the train step renders
+                                           them into heatmaps on the device
     text        (L, Dt)           float32  frozen text-encoder states
     text_mask   (L,)              bool
     audio_ok    ()                bool     passed the audio-visual sync filter
@@ -25,14 +27,16 @@ import numpy as np
 
 from omnijax.data.keypoints import NUM_KEYPOINTS
 
-SCHEMA_VERSION = 1
+# 2: keypoints instead of (T, Hp, Wp, K) float16 heatmaps, which were 92% of a record's
+#    bytes (a 17x64x64 window: 500 KB -> 8 KB) and most of the loader's host time
+SCHEMA_VERSION = 2
 
 # key -> (dtype, symbolic shape). Symbols are bound per example and checked for agreement.
 FEATURES: dict[str, tuple[np.dtype, tuple[str | int, ...]]] = {
     "latents": (np.dtype(np.float32), ("F", "h", "w", "z")),
     "ref_latent": (np.dtype(np.float32), (1, "h", "w", "z")),
     "audio": (np.dtype(np.float32), ("T", "Da")),
-    "pose": (np.dtype(np.float16), ("T", "Hp", "Wp", NUM_KEYPOINTS)),
+    "keypoints": (np.dtype(np.float32), ("T", NUM_KEYPOINTS, 3)),
     "text": (np.dtype(np.float32), ("L", "Dt")),
     "text_mask": (np.dtype(np.bool_), ("L",)),
     "audio_ok": (np.dtype(np.bool_), ()),

@@ -57,7 +57,7 @@ class IndexedBatches:
 
 
 def synthetic_latents(*, seed: int, batch: int, frames: int, height: int, width: int,
-                      channels: int, audio_dim: int, pose_hw: tuple[int, int], keypoints: int,
+                      channels: int, audio_dim: int, keypoints: int,
                       text_len: int, text_dim: int, stage, audio_ok_rate: float = 0.8,
                       pose_ok_rate: float = 0.7) -> Callable[[int], dict[str, np.ndarray]]:
     """`make(index)`: one global batch in the cached-example schema plus keep masks."""
@@ -70,7 +70,10 @@ def synthetic_latents(*, seed: int, batch: int, frames: int, height: int, width:
             "latents": latents,
             "ref_latent": (latents[:, :1] + 0.1 * r.standard_normal(latents[:, :1].shape)).astype(np.float32),
             "audio": r.standard_normal((batch, T, audio_dim), np.float32),
-            "pose": r.random((batch, T, *pose_hw, keypoints), np.float32).astype(np.float16),
+            # keypoints anywhere in the frame (fractions of it), 90% of them visible
+            "keypoints": np.concatenate(
+                [r.random((batch, T, keypoints, 2), np.float32),
+                 (r.random((batch, T, keypoints, 1)) < 0.9).astype(np.float32)], axis=-1),
             "text": r.standard_normal((batch, text_len, text_dim), np.float32),
             "text_mask": np.arange(text_len)[None] < r.integers(1, text_len + 1, (batch, 1)),
             "audio_ok": r.random(batch) < audio_ok_rate,

@@ -155,16 +155,18 @@ class PoseGuider(nnx.Module):
     The 4 video frames of each latent frame are concatenated on channels (adjacent-frame
     concat), then a strided conv net brings Hp = 8 h * pose_scale down to h. The last conv
     is zero-initialised (ControlNet habit) so adding pose to a trained model starts as a
-    no-op. An absent pose is zeros.
+    no-op. An absent pose is zeros; channels in `ignore` are zeroed (never seen).
     """
 
     def __init__(self, keypoints: int, hidden: int, out_channels: int, pose_scale: float, *,
-                 rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32):
+                 rngs: nnx.Rngs, ignore: tuple[int, ...] = (), dtype=jnp.float32, param_dtype=jnp.float32):
         down = 8 * pose_scale
         n_down = int(round(math.log2(down))) if down >= 1 else -1
         if n_down < 0 or 2 ** n_down != down:
             raise ValueError(f"pose_scale {pose_scale} must make 8 * pose_scale a power of two >= 1")
         self.factor = int(down)
+        # a constant, not a parameter: which keypoints the guider sees is the config's choice
+        self.seen = tuple(k not in set(ignore) for k in range(keypoints))
         conv = lambda cin, cout, stride, init: nnx.Conv(  # noqa: E731
             cin, cout, (3, 3), strides=(stride, stride), padding="SAME", dtype=dtype, param_dtype=param_dtype,
             kernel_init=param_init(init, "conv", "conv", "conv", "conv"), bias_init=param_init(_zeros, "conv"),
@@ -179,7 +181,10 @@ class PoseGuider(nnx.Module):
         b, t, hp, wp, k = pose.shape
         if hp % self.factor or wp % self.factor:
             raise ValueError(f"pose heatmaps {hp}x{wp} are not divisible by the guider stride {self.factor}")
-        groups = group_by_latent_frame(pose.astype(self.out.kernel.dtype))  # (B, F, 4, Hp, Wp, K)
+        pose = pose.astype(self.out.kernel.dtype)
+        if not all(self.seen):
+            pose = pose * jnp.asarray(self.seen, pose.dtype)
+        groups = group_by_latent_frame(pose)  # (B, F, 4, Hp, Wp, K)
         f = groups.shape[1]
         x = jnp.moveaxis(groups, 2, -2).reshape(b * f, hp, wp, 4 * k)
         for layer in self.convs:

@@ -68,6 +68,10 @@ class MMDiTConfig:
     audio_window: int = 1            # adjacent latent frames on each side
     pose_channels: int = 13          # keypoints K
     pose_scale: float = 0.5          # heatmap size / video size
+    pose_sigma: float = 0.04         # heatmap Gaussian sigma / heatmap height
+    # keypoint channels the pose guider never sees (zeroed): e.g. the mouth and chin, whose
+    # motion is the audio's to drive (a pose that carries the lips teaches lip-sync from pose)
+    pose_ignore: tuple[int, ...] = ()
     pose_hidden: int = 16
     pose_dim: int = 8                # pose-guider channels concatenated to the latents
     rope_theta: float = 10000.0
@@ -86,6 +90,9 @@ class MMDiTConfig:
         if self.remat not in REMAT_POLICIES:
             raise ValueError(f"remat {self.remat!r} not in {sorted(REMAT_POLICIES)}")
         object.__setattr__(self, "patch", tuple(self.patch))
+        object.__setattr__(self, "pose_ignore", tuple(int(k) for k in self.pose_ignore))
+        if any(not 0 <= k < self.pose_channels for k in self.pose_ignore):
+            raise ValueError(f"pose_ignore {self.pose_ignore}: channels must be in [0, {self.pose_channels})")
 
     @property
     def head_dim(self) -> int:
@@ -310,7 +317,8 @@ class MMDiT(nnx.Module):
         self.text_time_proj = cond.linear(d, 6 * d, ("embed", "modulation"), zero=True, **kw)
         self.text = cond.TextProjector(cfg.text_dim, d, **kw)
         self.audio = cond.AudioProjector(cfg.audio_dim, cfg.audio_hidden, d, cfg.audio_window, **kw)
-        self.pose = cond.PoseGuider(cfg.pose_channels, cfg.pose_hidden, cfg.pose_dim, cfg.pose_scale, **kw)
+        self.pose = cond.PoseGuider(cfg.pose_channels, cfg.pose_hidden, cfg.pose_dim, cfg.pose_scale,
+                                     ignore=cfg.pose_ignore, **kw)
 
         @nnx.split_rngs(splits=cfg.depth)
         @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})

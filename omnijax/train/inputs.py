@@ -42,11 +42,11 @@ def mmdit_batches(cfg, mesh: Mesh, objective):
         raise ValueError(f"data.source must be 'synthetic' or 'shards', got {d.source!r}")
     spec = objective.batch_spec(1)
     _, F, h, w, c = spec["latents"].shape
-    _, _, Hp, Wp, K = spec["pose"].shape
+    _, _, K, _ = spec["keypoints"].shape
     _, L, text_dim = spec["text"].shape
     make = synth.synthetic_latents(
         seed=int(d.seed), batch=int(cfg.train.batch_size), frames=F, height=h, width=w,
-        channels=c, audio_dim=spec["audio"].shape[-1], pose_hw=(Hp, Wp), keypoints=K,
+        channels=c, audio_dim=spec["audio"].shape[-1], keypoints=K,
         text_len=L, text_dim=text_dim, stage=_stage(cfg))
     return synth.IndexedBatches(make, rows, tuple(d.get("inject_nan_at", ())), "latents")
 

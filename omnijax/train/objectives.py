@@ -120,13 +120,13 @@ class MMDiTObjective:
 
     def batch_spec(self, B: int) -> dict[str, jax.ShapeDtypeStruct]:
         mc = self.model_config
-        f32, f16, b = jnp.float32, jnp.float16, jnp.bool_
+        f32, b = jnp.float32, jnp.bool_
         S = jax.ShapeDtypeStruct
         spec = {
             "latents": S((B, self.F, self.h, self.w, mc.latent_channels), f32),
             "ref_latent": S((B, 1, self.h, self.w, mc.latent_channels), f32),
             "audio": S((B, self.T, mc.audio_dim), f32),
-            "pose": S((B, self.T, self.Hp, self.Wp, mc.pose_channels), f16),
+            "keypoints": S((B, self.T, mc.pose_channels, 3), f32),
             "text": S((B, self.L, mc.text_dim), f32),
             "text_mask": S((B, self.L), b),
             "audio_ok": S((B,), b), "pose_ok": S((B,), b),
@@ -142,6 +142,12 @@ class MMDiTObjective:
                 "motion_frames": list(self.motion_lengths), "motion_prob": self.motion_prob,
                 "stage": int(self.cfg.curriculum.stage),
                 "keep_ratios": dict(self.cfg.curriculum.get("ratios", {}))}
+
+    def pose_heatmaps(self, keypoints: jax.Array) -> jax.Array:
+        """Cached keypoints (B, T, K, 3) -> the guider's heatmaps (B, T, Hp, Wp, K), rendered in
+        the step: a record carries 13 x 3 numbers per frame instead of Hp x Wp x 13."""
+        from omnijax.data import keypoints as kpt
+        return kpt.heatmaps_from_normalized(keypoints, self.Hp, self.Wp, self.model_config.pose_sigma, xp=jnp)
 
     def draw_prefix(self, key: jax.Array, batch: int) -> jax.Array:
         """(B,) int32 clean prefix lengths: 0 with probability 1 - motion_prob, else one of
@@ -165,10 +171,11 @@ class MMDiTObjective:
         x_in = jnp.where(clean[:, :, None, None, None], x0, draw["x_t"])
         keep = {c: batch[f"keep_{c}"] for c in CONDITIONS}
         dt = jnp.dtype(self.model_config.dtype)
+        pose = self.pose_heatmaps(batch["keypoints"])
         # audio and pose cover the whole window's T video frames: every noisy latent frame
         # gets its own 4 frames plus the adjacent window, whatever the prefix
         pred = model(x_in.astype(dt), draw["t"], clean=clean, ref=batch["ref_latent"].astype(dt),
-                     audio=batch["audio"].astype(dt), pose=batch["pose"].astype(dt),
+                     audio=batch["audio"].astype(dt), pose=pose.astype(dt),
                      text=batch["text"].astype(dt), text_mask=batch["text_mask"], keep=keep)
         return flow.per_sample_loss(pred, draw["target"], frame_mask=~clean)
 
