@@ -216,7 +216,7 @@ def _video(c, out: str, model_dir: str, name: str = "video.mp4") -> dict:
                                      pose_fps=clip.fps, text=clip.caption, options=lv.Options(seed=0)))
     frames = np.concatenate([s.frames for s in segs])
     lv.write_mp4(os.path.join(out, name), frames, bundle.video["fps"], clip.wave, bundle.video["sample_rate"])
-    starts = np.cumsum([0] + [s.frames.shape[0] for s in segs[:-1]]).tolist()
+    starts = lv.content_starts(segs)
     np.save(os.path.join(out, "work", f"{os.path.splitext(name)[0]}_frames.npy"), frames)
     return {"frames": int(frames.shape[0]), "segments": len(segs), "segment_starts": starts,
             "seconds_per_segment": float(np.median([s.seconds for s in segs[1:]] or [segs[0].seconds]))}

@@ -44,9 +44,11 @@ def test_three_segments_one_compile_motion_frames_are_the_last_five_decoded(mode
     wave = _speech(seconds)
     ref = np.random.default_rng(1).integers(0, 255, (32, 32, 3), dtype=np.uint8)
     segs = list(lv.generate_segments(model, ref=ref, audio=wave, text="a person talks",
-                                     options=lv.Options(steps=2, solver="euler"), progress=False))
+                                     options=lv.Options(steps=2, solver="euler", blend_seams=False),
+                                     progress=False))
     assert [s.start for s in segs] == [0, 12, 24]
     assert [s.frames.shape[0] for s in segs] == [17, 12, 6]
+    assert lv.content_starts(segs) == [0, 17, 29]
     assert sum(s.frames.shape[0] for s in segs) == media_frames(wave)
     assert [s.compiles for s in segs] == [1, 1, 1]
     assert segs[0].prefix is None
@@ -60,6 +62,35 @@ def test_three_segments_one_compile_motion_frames_are_the_last_five_decoded(mode
     # frames are what the decoder gave: segment 1's new frames are decoded frames 5..16
     video1 = np.asarray(vae.decode(vae.denormalize(segs[1].latents[None])))[0]
     np.testing.assert_array_equal(segs[1].frames, media.to_uint8(video1[5:]))
+
+
+def test_blended_seams_cross_fade_the_motion_frames_and_change_nothing_else(model):
+    """With blend_seams the latents are the same (the motion frames come from the raw decode),
+    the video has the same frames at the same times, and only the 5 frames before each seam
+    differ: (1 - w) x the previous decode + w x this segment's decode of them, w = 1/6 .. 5/6."""
+    wave = _speech((17 + 12 + 6) / 25)
+    ref = np.random.default_rng(1).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    run = lambda blend: list(lv.generate_segments(  # noqa: E731
+        model, ref=ref, audio=wave, text="a person talks", progress=False,
+        options=lv.Options(steps=2, solver="euler", blend_seams=blend)))
+    plain, blended = run(False), run(True)
+    for a, b in zip(plain, blended):
+        np.testing.assert_array_equal(a.latents, b.latents)
+    assert [s.frames.shape[0] for s in blended] == [12, 12, 11]
+    assert lv.content_starts(blended) == lv.content_starts(plain) == [0, 17, 29]
+    va, vb = (np.concatenate([s.frames for s in x]) for x in (plain, blended))
+    assert va.shape == vb.shape
+    vae = model.vae
+    decoded = [np.asarray(vae.decode(vae.denormalize(s.latents[None])))[0] for s in plain]
+    fade = np.arange(1, 6, dtype=np.float32)[:, None, None, None] / 6
+    inside = np.ones(va.shape[0], bool)
+    for k, s in enumerate(plain[1:], 1):
+        window = slice(s.start, s.start + 5)
+        inside[window] = False
+        want = (1 - fade) * decoded[k - 1][-5:] + fade * decoded[k][:5]
+        np.testing.assert_array_equal(vb[window], media.to_uint8(want))
+    np.testing.assert_array_equal(vb[inside], va[inside])
+    assert np.abs(vb[~inside].astype(int) - va[~inside]).max() > 0      # the fade did something
 
 
 def media_frames(wave):

@@ -254,3 +254,16 @@ def test_shard_features_are_checked_against_the_model_config(tmp_path):
     c.data.update(source="shards", path=str(tmp_path / "bad"))
     with pytest.raises(ValueError, match=r"holds audio of shape"):
         obj.make_data(c, _one_device_mesh())
+
+
+def test_pose_ignore_names_keypoints_the_guider_never_sees():
+    """The config names the keypoints (default: mouth and chin, which the audio drives); the
+    model config gets their channels, and an unknown name is an error that lists the names."""
+    obj = objectives.build(_mmdit_cfg())
+    assert obj.model_config.pose_ignore == (10, 11, 12)
+    c = _mmdit_cfg()
+    c.model.pose_ignore = ()
+    assert objectives.build(c).model_config.pose_ignore == ()
+    c.model.pose_ignore = ("mouth", "chin")
+    with pytest.raises(ValueError, match=r"unknown keypoints \['mouth'\]; they are \['nose'"):
+        objectives.build(c)

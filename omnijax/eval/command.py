@@ -63,7 +63,8 @@ def table(results: dict[str, dict]) -> str:
 
 
 def run_synthtalk(models: list[str], data: str, out: str, *, clips: int, seconds: float, steps: int | None,
-                  seed: int, color_anchor: bool = False, progress: bool = True) -> dict:
+                  seed: int, color_anchor: bool = False, blend_seams: bool = True,
+                  progress: bool = True) -> dict:
     from omnijax.eval import plots
     from omnijax.eval import synthtalk_eval as st
     from omnijax.sample.bundle import load_bundle, read_meta
@@ -85,7 +86,8 @@ def run_synthtalk(models: list[str], data: str, out: str, *, clips: int, seconds
         bundle = load_bundle(path, compute_dtype="float32")
         bar = tqdm(total=len(held), desc=f"eval {name}", unit="clip", disable=not progress)
         metrics, art = st.evaluate_model(bundle, held, others, steps=steps, seed=seed, long_seconds=seconds,
-                                         color_anchor=color_anchor, progress=lambda i, n: bar.update(1))
+                                         color_anchor=color_anchor, blend_seams=blend_seams,
+                                         progress=lambda i, n: bar.update(1))
         bar.close()
         metrics["model"] = {"path": os.path.abspath(path), "stage": meta.get("stage"),
                             "conditions": meta.get("conditions"), "source": meta.get("source")}
@@ -97,7 +99,7 @@ def run_synthtalk(models: list[str], data: str, out: str, *, clips: int, seconds
                     "data": os.path.abspath(data), "clips": [c.name for c in held],
                     "other_clips": [c.name for c in others], "seconds": seconds,
                     "steps": steps if steps is not None else metas[0]["sampler"]["steps"], "seed": seed,
-                    "color_anchor": color_anchor,
+                    "color_anchor": color_anchor, "blend_seams": blend_seams,
                     "command": " ".join(["omnijax", "eval", *sys.argv[2:]]) if sys.argv[1:2] == ["eval"] else None,
                     "wall_s": round(time.perf_counter() - t0, 1)}
     write_json(os.path.join(out, "eval.json"), blob)
@@ -134,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--color-anchor", action="store_true",
                    help="chain the long video with Lab colour anchoring (`omnijax sample --color-anchor`)")
+    p.add_argument("--no-blend-seams", dest="blend_seams", action="store_false",
+                   help="chain the long video without cross-faded seams (`omnijax sample --no-blend-seams`)")
     p.add_argument("--real", action="store_true", help="real-weight metrics of any video (eval extra)")
     p.add_argument("--video", help="--real: the mp4 to measure")
     p.add_argument("--audio", help="--real: its speech")
@@ -160,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     for m in a.model:
         read_meta(m)
     blob = run_synthtalk(a.model, a.data, a.out, clips=a.clips, seconds=a.seconds or None, steps=a.steps,
-                         seed=a.seed, color_anchor=a.color_anchor, progress=not a.quiet)
+                         seed=a.seed, color_anchor=a.color_anchor, blend_seams=a.blend_seams,
+                         progress=not a.quiet)
     print(table(blob["models"]))
     print(f"-> {os.path.join(a.out, 'eval.json')}, frames.png, drift.png")
     return 0

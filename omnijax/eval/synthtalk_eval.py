@@ -181,7 +181,7 @@ def evaluate_video(bundle, frames: np.ndarray, segment_starts: list[int], clip: 
 
 def evaluate_model(bundle, clips: list[Clip], others: list[Clip], *, steps=None, seed=0,
                    long_seconds: float | None = 20.0, color_anchor: bool = False,
-                   progress=None) -> tuple[dict, dict]:
+                   blend_seams: bool = True, progress=None) -> tuple[dict, dict]:
     """-> (metrics, artifacts) for one model. `others`: clips of other identities (their
     audio drives `mismatched`, their references scale the drift curve)."""
     sync = {k: [] for k in ("model", "model_pose", "truth", "vae", "still", "mismatched", "no_audio")}
@@ -238,17 +238,19 @@ def evaluate_model(bundle, clips: list[Clip], others: list[Clip], *, steps=None,
         speech = np.concatenate([pool[i % len(pool)] for i in range(-(-need // min(p.size for p in pool)) + 1)])
         from omnijax.sample import long_video as lv
         segs = list(lv.generate_segments(bundle, ref=clip.reference, audio=speech[:need], text=clip.caption,
-                                         options=lv.Options(steps=steps, seed=seed, color_anchor=color_anchor),
+                                         options=lv.Options(steps=steps, seed=seed, color_anchor=color_anchor,
+                                                            blend_seams=blend_seams),
                                          progress=False))
         frames = np.concatenate([sg.frames for sg in segs])
-        starts = np.cumsum([0] + [sg.frames.shape[0] for sg in segs[:-1]]).tolist()
+        starts = lv.content_starts(segs)
         refs = [o.reference for o in others] or [c.reference for c in clips[1:]]
         curve = appearance.drift_curve(frames, clip.reference, starts)
         metrics["identity_drift"] = {
             "per_segment": curve, "segment_starts": starts,
             "other_identity": appearance.other_identity_distance(clip.reference, refs) if refs else None,
             "last_over_first": float(curve[-1] / max(curve[0], 1e-9)),
-            "seconds": float(long_seconds), "segments": len(segs), "color_anchor": color_anchor}
+            "seconds": float(long_seconds), "segments": len(segs), "color_anchor": color_anchor,
+            "blend_seams": blend_seams}
         metrics["seam_ratio"] = appearance.seam_ratio(frames, starts[1:]) if len(starts) > 1 else None
         artifacts["long_video"] = frames
     return metrics, artifacts

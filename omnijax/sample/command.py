@@ -3,7 +3,7 @@
     omnijax sample --model models/s3 --ref photo.png --audio speech.wav --out out.mp4
         [--pose keypoints.json] [--pose-size HxW] [--text "a woman waves"] [--seconds S]
         [--steps N] [--sampler unipc|euler|heun] [--cfg-text A[,B]] [--cfg-audio A[,B]]
-        [--seed K] [--color-anchor] [--compute-dtype auto|float32|bfloat16]
+        [--seed K] [--color-anchor] [--no-blend-seams] [--compute-dtype auto|float32|bfloat16]
 
 Every input is read and checked before the model is loaded or anything is written; a
 mistake is one line naming the argument (exit 2). The audio decides the length (else
@@ -107,6 +107,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--color-anchor", action="store_true",
                    help="match each segment's Lab colour statistics to the reference (less drift)")
+    p.add_argument("--no-blend-seams", dest="blend_seams", action="store_false",
+                   help="cut from segment to segment instead of cross-fading the 5 motion frames")
     p.add_argument("--compute-dtype", default="auto", choices=("auto", "float32", "bfloat16"),
                    help="matmul dtype; auto = float32 on CPU, the export's dtype elsewhere")
     p.add_argument("--out", required=True, help="output .mp4")
@@ -150,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
 
     bundle = load_bundle(a.model, compute_dtype=lv._auto(a.compute_dtype))
     options = lv.Options(solver=a.sampler, steps=a.steps, cfg_text=cfg_text, cfg_audio=cfg_audio,
-                         seed=a.seed, color_anchor=a.color_anchor)
+                         seed=a.seed, color_anchor=a.color_anchor, blend_seams=a.blend_seams)
     t0 = time.perf_counter()
     segments = lv.generate_segments(bundle, ref=ref, audio=wave, pose=pose, pose_fps=pose_fps,
                                     pose_size=pose_size, text=a.text, seconds=a.seconds,

@@ -4,6 +4,8 @@
     segment k > 0  latents [m0 m1 | n2 ... nF-1]      m = VAE.encode(last 5 decoded frames
                                                       of segment k - 1, float, never mp4)
                    video frames s_k .. s_k + T - 1,   s_k = k (T - 5); frames 5.. are new
+    seam k         frames s_k .. s_k + 4 cross-fade from segment k - 1's decode to segment k's
+                   (its decode of the re-encoded motion frames), `Options.blend_seams`
 
 Every segment is the same jitted program (`segment.SegmentFunction`: the first one's empty
 prefix is a mask, not a shape), the reference image is in every segment, and audio features
@@ -48,17 +50,28 @@ class Options:
     schedule: str | None = None
     seed: int = 0
     color_anchor: bool = False       # match each segment's Lab statistics to the reference
+    # cross-fade the previous segment's last 5 frames into this one's re-decoded motion frames
+    # (the same 5 video frames after a VAE round trip): the round trip's shift is spread over
+    # 5 frames instead of jumping at the seam
+    blend_seams: bool = True
 
 
 @dataclasses.dataclass
 class Segment:
     index: int
     start: int                       # video frame of the segment's frame 0
-    frames: np.ndarray               # (n, H, W, 3) uint8: the frames this segment adds
+    frames: np.ndarray               # (n, H, W, 3) uint8: the frames this segment emits (see
+                                     # `generate_segments`); concatenated, they are the video
     latents: np.ndarray              # (F, h, w, c) normalised latents
     prefix: np.ndarray | None        # (2, h, w, c) the clean motion latents it was given
     seconds: float                   # wall time of this segment (denoise + decode)
     compiles: int                    # programs the segment function has compiled so far
+
+
+def content_starts(segments) -> list[int]:
+    """Video frame where each segment's own frames begin (after the motion frames it was
+    handed): the seams, for evaluation. Frame 0 for the first segment."""
+    return [0] + [sg.start + MOTION_VIDEO_FRAMES for sg in list(segments)[1:]]
 
 
 def plan_segments(num_frames: int, frames_per_segment: int, motion: int = MOTION_VIDEO_FRAMES
@@ -192,6 +205,12 @@ def generate_segments(model, *, ref: np.ndarray | None = None, audio: np.ndarray
     to the model's frame. audio: mono float waveform at the export's sample rate (16 kHz);
     it sets the length, else `seconds`. pose: keypoints (N, 13, 3) in `pose_size` (H, W)
     pixels (default: the model's frame) at `pose_fps` (default: the video fps). text: caption.
+
+    Each record's `frames` are what it emits. Without `blend_seams`: segment 0 all its T
+    frames, segment k > 0 its frames 5.. (after the motion frames). With it (the default),
+    every segment but the last holds its last 5 frames back, and the next emits them
+    cross-faded into its own decode of those 5 frames (weights 1/6 .. 5/6 toward the new
+    decode), then its frames 5..: the same frame count and the same frame times.
     """
     options = options or Options()
     bundle = model if isinstance(model, Bundle) else load_bundle(model, compute_dtype=_auto(compute_dtype))
@@ -224,7 +243,9 @@ def generate_segments(model, *, ref: np.ndarray | None = None, audio: np.ndarray
         fn = bundle.segment_fns[spec] = seg.SegmentFunction(bundle.mmdit, spec)
     from tqdm import tqdm
     bar = tqdm(total=len(starts), unit="segment", desc="sample", disable=not progress)
-    prefix, emitted = None, 0
+    prefix, emitted, held = None, 0, None
+    M = MOTION_VIDEO_FRAMES
+    fade = (np.arange(1, M + 1, dtype=np.float32) / (M + 1))[:, None, None, None]
     try:
         for k, start in enumerate(starts):
             t0 = time.perf_counter()
@@ -243,8 +264,15 @@ def generate_segments(model, *, ref: np.ndarray | None = None, audio: np.ndarray
                 video = anchor_colours(video, anchor)
             given = prefix
             # the next segment's motion frames: the last 5 decoded frames, in float
-            prefix = np.asarray(vae.normalize(vae.encode(video[None, -MOTION_VIDEO_FRAMES:])))[0]
-            new = video if k == 0 else video[MOTION_VIDEO_FRAMES:]
+            prefix = np.asarray(vae.normalize(vae.encode(video[None, -M:])))[0]
+            if k == 0:
+                new = video
+            elif held is not None:
+                new = np.concatenate([(1 - fade) * held + fade * video[:M], video[M:]])
+            else:
+                new = video[M:]
+            if options.blend_seams and k < len(starts) - 1:
+                new, held = new[:-M], video[-M:]
             new = new[: total - emitted]
             emitted += new.shape[0]
             bar.update(1)

@@ -76,6 +76,15 @@ def trainable_filter(cfg):
 
 # ============================================================================ MMDiT
 
+def pose_channels(names) -> tuple[int, ...]:
+    """Keypoint names (config `model.pose_ignore`) -> pose heatmap channels."""
+    from omnijax.data import keypoints as kpt
+    unknown = [n for n in names if n not in kpt.INDEX]
+    if unknown:
+        raise ValueError(f"model.pose_ignore names unknown keypoints {unknown}; they are {list(kpt.NAMES)}")
+    return tuple(kpt.INDEX[n] for n in names)
+
+
 class MMDiTObjective:
     name = "mmdit"
     # loss breakdowns the trainer logs: "<key>_loss_sum" / "<key>_count" aux pairs -> names
@@ -89,6 +98,7 @@ class MMDiTObjective:
         overrides.setdefault("remat", str(cfg.train.remat))
         if cfg.model.get("attention"):
             overrides.setdefault("attention", str(cfg.model.attention))
+        overrides.setdefault("pose_ignore", pose_channels(cfg.model.get("pose_ignore", ())))
         self.model_config = MMDiTConfig.preset(cfg.model.size, **overrides)
         d = cfg.data
         self.F, self.h, self.w = int(d.latent_frames), int(d.latent_height), int(d.latent_width)
