@@ -1,6 +1,6 @@
 """`python -m bench`: run every benchmark and rewrite bench/RESULTS.md.
 
-    python -m bench [--only mmdit,train] [--out bench/RESULTS.md]
+    python -m bench [--only mmdit,train] [--out bench/RESULTS.md]   (--only: the other sections stay)
 
 Each script runs in its own process, one after another (they would share the CPU
 otherwise), and its printed tables go into RESULTS.md under the command that reproduces
@@ -71,6 +71,22 @@ def demo_phases(path: str | None = None) -> list[str]:
             f"From `{os.path.relpath(path, REPO)}`; {total:.0f} minutes in all.", "", *rows, ""]
 
 
+def earlier_sections(path: str) -> dict[str, list[str]]:
+    """Script name -> its section's lines in an existing RESULTS.md (kept by --only)."""
+    if not os.path.exists(path):
+        return {}
+    out, name = {}, None
+    for line in open(path).read().split("\n"):
+        if line.startswith("## "):
+            head = line[3:].split(":", 1)[0]
+            name = head if head in BENCHES else None
+            if name:
+                out[name] = []
+        if name:
+            out[name].append(line)
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     p.add_argument("--only", default=",".join(BENCHES), help=f"comma-separated subset of {BENCHES}")
@@ -87,7 +103,12 @@ def main(argv=None) -> int:
              "Each section is one script's printed output, with the command that reproduces it. "
              "Ratios are measured in the same run against the peer named in the table.", ""]
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    for name in names:
+    kept = earlier_sections(a.out) if set(names) != set(BENCHES) else {}
+    for name in BENCHES:
+        if name not in names:
+            if name in kept:            # --only: the other scripts' sections stay as they were
+                parts += kept[name]
+            continue
         cmd = [sys.executable, os.path.join("bench", f"{name}.py"), *extra.get(name, "").split()]
         print(f"[bench] {' '.join(cmd[1:])}", flush=True)
         t0 = time.perf_counter()

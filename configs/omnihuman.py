@@ -43,7 +43,7 @@ def get_config(arg: str | None = None):
                    pose_ignore=("mouth_top", "mouth_bottom", "chin"))
     F, h, w = _SHAPES[size]
     c.data = dict(source=source, path="", bucket="", seed=0, latent_frames=F, latent_height=h,
-                  latent_width=w, text_len=64, inject_nan_at=(), workers=0)
+                  latent_width=w, text_len=64, inject_nan_at=(), workers=0, read_threads=2)
     # Stage ratios from the curriculum module's defaults, spelled out so they can be
     # overridden: --config.curriculum.ratios.audio=0.3
     c.curriculum = dict(stage=stage, ratios=curriculum.get_stage(stage).ratios())

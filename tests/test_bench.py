@@ -27,6 +27,8 @@ def test_gpu_script_dry_run(tmp_path):
 @pytest.mark.slow
 def test_python_m_bench_rewrites_results(tmp_path):
     out = tmp_path / "RESULTS.md"
+    out.write_text("# Benchmark results\n\n## train: an earlier run\n\n```\nkept figures\n```\n\n"
+                   "## sample: an earlier run\n\nold figures\n")
     p = subprocess.run([sys.executable, "-m", "bench", "--only", "sample", "--out", str(out),
                         "--args", "sample=--segments 1,2 --steps 2 --size 32 --repeats 2"],
                        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=900)
@@ -34,3 +36,6 @@ def test_python_m_bench_rewrites_results(tmp_path):
     text = out.read_text()
     assert "## sample:" in text and "| segments | frames |" in text and "FAILED" not in text
     assert "Machine:" in text and "jax" in text
+    # --only: the other scripts' sections stay; the one run is replaced
+    assert "## train: an earlier run" in text and "kept figures" in text
+    assert "old figures" not in text and text.index("## train:") < text.index("## sample:")

@@ -64,7 +64,7 @@ def _shards(cfg, rows: tuple[int, int], objective):
         data_dir=str(d.path), batch_size=local, stage=cfg.curriculum.stage,
         keep_ratios=dict(cfg.curriculum.get("ratios", {})),
         bucket_weights={bucket: 1.0} if bucket else None, seed=int(d.seed),
-        worker_count=int(d.get("workers", 0)),
+        worker_count=int(d.get("workers", 0)), read_threads=int(d.get("read_threads", 2)),
         # the record shard is this process's block of batch rows, not its process index:
         # processes holding the same rows (a model axis across them) must read the same records
         shard_index=rows[0] // local, shard_count=int(cfg.train.batch_size) // local)
