@@ -73,16 +73,14 @@ def test_the_bundled_model_is_an_export_of_this_code():
 def test_bundled_demo_talks_in_sync(tmp_path):
     """The README's first command: files written, and the bundled model's lip-sync on the
     held-out clip follows the speech (a later change to the model code cannot silently
-    break the bundled weights). The stage-3 model also sees the pose, whose mouth
-    keypoints move the lips by themselves (`no_audio` keeps the pose: 0.34 against 0.53
-    with the speech when bundled), so the speech's own part is checked against another
-    clip's speech with the same pose (`mismatched`: 0.11), 3x, and above `no_audio`."""
+    break the bundled weights): at least 3x what the same model reaches with the pose and no
+    speech (`no_audio`: 0.10 against 0.51 when bundled; the pose guider does not see the
+    mouth) and with another clip's speech (`mismatched`: 0.08)."""
     p = _demo("--out", str(tmp_path / "d"))
     assert p.returncode == 0, p.stderr[-3000:]
     blob = _check_outputs(tmp_path / "d")
     ls = blob["lipsync"]
-    assert ls["model"]["peak"] >= 3 * max(ls["mismatched"]["peak"], 0.02), ls
-    assert ls["model"]["peak"] >= 1.2 * ls["no_audio"]["peak"], ls
+    assert ls["model"]["peak"] >= 3 * max(ls["mismatched"]["peak"], ls["no_audio"]["peak"], 0.02), ls
     assert "lip-sync" in p.stdout and "pose" in p.stdout
 
 
