@@ -75,16 +75,21 @@ def _row_config(name: str):
     return c
 
 
-def bench_row(name: str, repeats: int, peak: float) -> dict:
-    cfg = _row_config(name)
+def compiled_step(cfg, batches: int):
+    """-> (setup, compiled step, fresh state, `batches` batches on the device, compile info)."""
     su = trainer.setup(cfg)
-    obj = su.objective
-    data = obj.make_data(cfg, su.mesh)
-    batches = [su.global_batch(next(data)) for _ in range(repeats + 1)]
-    state = su.init_state(0)
+    data = su.objective.make_data(cfg, su.mesh)
+    on_device = [su.global_batch(next(data)) for _ in range(batches)]
     abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=su.batch_shardings[k])
                       for k, v in su.batch_spec.items()}
     compiled, info = trainer.compile_step(su.step, su.target, abstract_batch)
+    return su, compiled, su.init_state(0), on_device, info
+
+
+def bench_row(name: str, repeats: int, peak: float) -> dict:
+    cfg = _row_config(name)
+    su, compiled, state, batches, info = compiled_step(cfg, repeats + 1)
+    obj = su.objective
     state, m = compiled(state, batches[0])
     jax.block_until_ready(m)
     times = []
@@ -124,22 +129,12 @@ def _loop_steps_per_s(workdir: str) -> float:
 
 
 class BareStream:
-    """The tiny stage-3 step (defaults, or `motion_prob`), compiled once; `ms()` times `steps`
-    of it dispatched back to back, batches on the device beforehand, one wait at the end."""
+    """A bench row's step (`_row_config`: tiny stage 3 at its defaults unless named otherwise),
+    compiled once; `ms()` times `steps` of it dispatched back to back, batches on the device
+    beforehand, one wait at the end."""
 
-    def __init__(self, steps: int = 40, motion_prob: float | None = None):
-        cfg = omnihuman.get_config("size=tiny,stage=3")
-        if motion_prob is not None:
-            cfg.objective_opts.motion_prob = motion_prob
-        cfg.train.compute_dtype = "float32"
-        cfg.observe.peak_flops = 1.0
-        su = trainer.setup(cfg)
-        data = su.objective.make_data(cfg, su.mesh)
-        self.batches = [su.global_batch(next(data)) for _ in range(steps)]
-        abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=su.batch_shardings[k])
-                          for k, v in su.batch_spec.items()}
-        self.compiled, _ = trainer.compile_step(su.step, su.target, abstract_batch)
-        self.state = su.init_state(0)
+    def __init__(self, row: str = "mmdit-tiny", steps: int = 40):
+        _, self.compiled, self.state, self.batches, _ = compiled_step(_row_config(row), steps)
         self.ms()                                              # warm-up
 
     def ms(self) -> float:
@@ -224,7 +219,7 @@ def main(argv=None) -> int:
     if "mmdit-tiny" in by_name and "mmdit-tiny-nomotion" in by_name:
         # the rows above are medians of a few steps each, minutes apart; the ratio the
         # prefix costs is timed here streamed and interleaved (A B A B A B), 40 steps a go
-        with_prefix, without = BareStream(), BareStream(motion_prob=0.0)
+        with_prefix, without = BareStream("mmdit-tiny"), BareStream("mmdit-tiny-nomotion")
         a_ms, b_ms = [], []
         for _ in range(3):
             a_ms.append(with_prefix.ms())

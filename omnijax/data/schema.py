@@ -28,7 +28,7 @@ import numpy as np
 from omnijax.data.keypoints import NUM_KEYPOINTS
 
 # 2: keypoints instead of (T, Hp, Wp, K) float16 heatmaps, which were 92% of a record's
-#    bytes (a 17x64x64 window: 500 KB -> 8 KB) and most of the loader's host time
+#    bytes (a 17x64x64 window: 500 KB -> 48 KB) and most of the loader's host time
 SCHEMA_VERSION = 2
 
 # key -> (dtype, symbolic shape). Symbols are bound per example and checked for agreement.
