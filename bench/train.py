@@ -1,6 +1,6 @@
 """Training speed: the bare jitted train step, and the real loop at its default settings.
 
-    python bench/train.py [--repeats 5] [--rows mmdit-tiny,mmdit-tiny-nomotion,mmdit-tiny-remat,mmdit-small,vae-tiny]
+    python bench/train.py [--repeats 5] [--rows mmdit-tiny,mmdit-tiny-nomotion,mmdit-tiny-remat,mmdit-small,vae-tiny,vae-demo,vae-demo-plain]
                           [--loop-steps 300]
 
 Bare rows time the whole `trainer.setup(...).step` (forward, backward, clipping, AdamW,
@@ -66,6 +66,12 @@ def _row_config(name: str):
             c.objective_opts.motion_prob = 0.0
         if name.endswith("remat"):
             c.train.remat = "nothing_saveable"
+    elif name.startswith("vae-demo"):
+        # the demo recipe's VAE step (2 x 17 x 64 x 64, motion-weighted); -plain: motion_weight 0
+        from omnijax import demo
+        c = demo.vae_train_config(demo.load_recipe(False, None))
+        if name.endswith("plain"):
+            c.objective_opts.motion_weight = 0.0
     else:
         c = vae_config.get_config("size=tiny,frames=9,res=32")
         c.train.batch_size = 4
@@ -180,7 +186,8 @@ def loop_row(name: str, steps: int, root: str, shards: str) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--rows", default="mmdit-tiny,mmdit-tiny-nomotion,mmdit-tiny-remat,mmdit-small,vae-tiny")
+    p.add_argument("--rows", default="mmdit-tiny,mmdit-tiny-nomotion,mmdit-tiny-remat,mmdit-small,vae-tiny,"
+                                     "vae-demo,vae-demo-plain")
     p.add_argument("--loop-steps", type=int, default=300, help="steps of each real-loop row (0: none)")
     p.add_argument("--peak", type=float, default=0.0, help="peak FLOP/s per device (0: measure)")
     a = p.parse_args(argv)
@@ -227,6 +234,14 @@ def main(argv=None) -> int:
         print(f"# motion_prob 0.25 / 0: {sum(a_ms) / sum(b_ms):.2f}x step time, streamed and interleaved "
               f"({statistics.median(a_ms):.1f} vs {statistics.median(b_ms):.1f} ms; the prefix is a mask: "
               "same program, same shapes)")
+    if "vae-demo" in by_name and "vae-demo-plain" in by_name:
+        weighted, plain = BareStream("vae-demo", steps=10), BareStream("vae-demo-plain", steps=10)
+        a_ms, b_ms = [], []
+        for _ in range(3):
+            a_ms.append(weighted.ms())
+            b_ms.append(plain.ms())
+        print(f"# demo VAE motion_weight 4 / 0: {sum(a_ms) / sum(b_ms):.2f}x step time, streamed and interleaved "
+              f"({statistics.median(a_ms):.0f} vs {statistics.median(b_ms):.0f} ms)")
     if a.loop_steps:
         import tempfile
         names = ("loop-synthetic", "loop-shards", "loop-shards-nockpt")

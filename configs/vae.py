@@ -27,7 +27,10 @@ def get_config(arg: str | None = None):
     c.data = dict(source="synthtalk", seed=0, frames=a["frames"], height=a["res"],
                   width=a["res"], framing="full", mouth_scale=1.0, inject_nan_at=())
     # posterior: sample (decode a posterior draw, the VAE objective) | mean (decode the mean)
-    c.objective_opts = dict(l1_weight=1.0, l2_weight=1.0, kl_weight=1e-6, posterior="sample")
+    # motion_weight: weight pixels by how much they change between frames (objectives.motion_weights);
+    # 0 = the plain per-pixel loss
+    c.objective_opts = dict(l1_weight=1.0, l2_weight=1.0, kl_weight=1e-6, posterior="sample",
+                            motion_weight=0.0)
     c.lora.targets = ()
     if a["size"] == "tiny":
         c.train.update(steps=300, batch_size=4, compute_dtype="float32", log_every=10)

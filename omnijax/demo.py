@@ -128,8 +128,22 @@ def _synth(c, out: str) -> dict:
     return {"train": s.train_clips, "heldout": s.heldout_clips}
 
 
+def fit_devices(cfg) -> None:
+    """The recipe's small batches (2 clips for the VAE) on a host with more devices than
+    divide them: train on the largest device count that does (`mesh.devices`)."""
+    import math
+
+    import jax
+    n, batch = jax.device_count(), int(cfg.train.batch_size)
+    if jax.process_count() == 1 and batch % n:
+        cfg.mesh.devices = math.gcd(batch, n)
+        log.warning("batch %d does not split over %d devices: training on %d of them", batch, n,
+                    cfg.mesh.devices)
+
+
 def _train(cfg, workdir: str) -> dict:
     from omnijax.train import trainer
+    fit_devices(cfg)
     status = trainer.train(cfg, workdir)
     if status not in (trainer.OK,):
         raise RuntimeError(f"training in {workdir} stopped with status {status}")
@@ -140,18 +154,24 @@ def _train(cfg, workdir: str) -> dict:
             "train_minutes": round(minutes_trained(workdir), 1)}
 
 
+def vae_train_config(c):
+    """The recipe's VAE training config (no time budget: `_vae` sets it)."""
+    v = c.vae
+    cfg = config_module("vae").get_config(f"size={v.size},frames={v.frames},res={c.synth.size}")
+    cfg.data.update(framing=c.synth.framing, mouth_scale=c.synth.mouth_scale)
+    cfg.train.update(steps=v.steps, batch_size=v.batch_size, log_every=10)
+    cfg.optim.update(lr=v.lr, ema_decay=v.ema_decay, decay_steps=v.steps, final_lr_ratio=1.0)
+    cfg.objective_opts.update(posterior=v.posterior, motion_weight=v.motion_weight)
+    cfg.checkpoint.every = 200
+    return cfg
+
+
 def _vae(c, out: str) -> dict:
     from omnijax import export
-    vae_config = config_module("vae")
     v = c.vae
-    cfg = vae_config.get_config(f"size={v.size},frames={v.frames},res={c.synth.size}")
-    cfg.data.update(framing=c.synth.framing, mouth_scale=c.synth.mouth_scale)
+    cfg = vae_train_config(c)
     workdir = os.path.join(out, "runs", "vae")
-    cfg.train.update(steps=v.steps, batch_size=v.batch_size, log_every=10,
-                     max_minutes=_budget(c, c.shares.vae, workdir))
-    cfg.optim.update(lr=v.lr, ema_decay=v.ema_decay, decay_steps=v.steps, final_lr_ratio=1.0)
-    cfg.objective_opts.posterior = v.posterior
-    cfg.checkpoint.every = 200
+    cfg.train.max_minutes = _budget(c, c.shares.vae, workdir)
     info = _train(cfg, workdir)
     target = os.path.join(out, "models", "vae")
     shutil.rmtree(target, ignore_errors=True)
@@ -207,13 +227,20 @@ def _heldout(c, out: str, height: int, width: int):
     return clips[0], clips[1:]
 
 
+def _options():
+    """How the demo samples: the export's sampler, seed 0 (the video and every reference
+    video eval samples beside it)."""
+    from omnijax.sample import long_video as lv
+    return lv.Options(seed=0)
+
+
 def _video(c, out: str, model_dir: str, name: str = "video.mp4") -> dict:
     from omnijax.sample import long_video as lv
     from omnijax.sample.bundle import load_bundle
     bundle = load_bundle(model_dir, compute_dtype="float32")
     clip, _ = _heldout(c, out, bundle.video["height"], bundle.video["width"])
     segs = list(lv.generate_segments(bundle, ref=clip.reference, audio=clip.wave, pose=clip.keypoints,
-                                     pose_fps=clip.fps, text=clip.caption, options=lv.Options(seed=0)))
+                                     pose_fps=clip.fps, text=clip.caption, options=_options()))
     frames = np.concatenate([s.frames for s in segs])
     lv.write_mp4(os.path.join(out, name), frames, bundle.video["fps"], clip.wave, bundle.video["sample_rate"])
     starts = lv.content_starts(segs)
@@ -233,7 +260,7 @@ def _eval(c, out: str, models: dict[str, str], videos: dict[str, dict]) -> dict:
         clip, others = _heldout(c, out, bundle.video["height"], bundle.video["width"])
         frames = np.load(os.path.join(out, "work", f"{videos[name]['stem']}_frames.npy"))
         results[name] = ste.evaluate_video(bundle, frames, videos[name]["segment_starts"], clip, others,
-                                           reference_seconds=c.eval.reference_seconds)
+                                           reference_seconds=c.eval.reference_seconds, options=_options())
     first = next(iter(results))
     blob = {"schema_version": 1, **results[first], "models": results,
             "meta": {"models": {n: os.path.abspath(p) for n, p in models.items()}, "clip": clip.name,

@@ -27,7 +27,7 @@ def _check_outputs(out):
     with av.open(os.path.join(out, "video.mp4")) as c:
         assert len(c.streams.video) == 1 and len(c.streams.audio) == 1
     blob = json.load(open(os.path.join(out, "eval.json")))
-    for key in ("model", "truth", "vae", "still", "mismatched", "no_audio"):
+    for key in ("model", "truth", "vae", "vae_streamed", "still", "mismatched", "no_audio"):
         assert set(blob["lipsync"][key]) >= {"peak", "offset", "confidence"}, key
     assert set(blob["pose_error_px"]) >= {"model", "no_pose", "truth"}
     assert len(blob["identity_drift"]["per_segment"]) == blob["identity_drift"]["segments"]
@@ -56,6 +56,22 @@ def test_a_resumed_phase_gets_what_is_left_of_its_share(tmp_path):
     (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + '\n{"step": 4')   # cut short
     assert demo.minutes_trained(str(tmp_path)) == pytest.approx((10 / 2 + 10 / 4 + 10 / 4 + 10 / 1) / 60)
     assert demo.minutes_trained(str(tmp_path / "none")) == 0.0
+
+
+def test_the_recipes_batch_of_2_trains_on_a_host_of_8_devices(tmp_path):
+    import jax
+
+    from omnijax.train import trainer
+    assert jax.device_count() == 8                       # (conftest's XLA_FLAGS)
+    cfg = demo.config_module("vae").get_config("size=tiny,frames=5,res=16")
+    cfg.train.update(steps=2, batch_size=2)
+    demo.fit_devices(cfg)
+    assert cfg.mesh.devices == 2
+    assert trainer.train(cfg, str(tmp_path / "vae")) == trainer.OK
+    cfg.train.batch_size = 8
+    cfg.mesh.devices = 0
+    demo.fit_devices(cfg)
+    assert cfg.mesh.devices == 0                          # 8 splits: every device
 
 
 def test_the_bundled_model_is_an_export_of_this_code():

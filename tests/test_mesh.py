@@ -24,6 +24,14 @@ def test_mesh_shape_fill_and_errors():
         partitioning.mesh_shape({"model": 2}, 8)
 
 
+def test_mesh_devices_picks_the_first_n_of_one_process():
+    assert mesh_lib.config_devices({"devices": 0}) is None
+    assert mesh_lib.config_devices({}) is None
+    assert mesh_lib.config_devices({"devices": 2}) == jax.devices()[:2]
+    with pytest.raises(ValueError, match="mesh.devices=9"):
+        mesh_lib.config_devices({"devices": 9})
+
+
 def test_mesh_axes_are_auto_and_ordered():
     mesh = partitioning.make_mesh({"fsdp": 4, "tensor": 2})
     assert mesh.axis_names == ("data", "fsdp", "context", "tensor")

@@ -222,6 +222,50 @@ def test_vae_loss_is_reconstruction_plus_kl():
     assert obj.flops_per_example() > 0
 
 
+def test_motion_weights_favour_what_moves():
+    # a still clip but for a 2x2 patch that flips at frame 2: the patch (and, through the
+    # 3x3 spread, its rim) outweighs the still pixels, frame 0 copies frame 1's weights
+    video = np.zeros((1, 5, 8, 8, 3), np.float32)
+    video[:, 2:, 3:5, 3:5] = 1.0
+    w = np.asarray(objectives.motion_weights(jnp.asarray(video), 4.0))[..., 0]
+    assert w.shape == (1, 5, 8, 8)
+    np.testing.assert_allclose(w.mean(), 1.0, rtol=1e-5)
+    moved = w[0, 2, 2:6, 2:6]                       # the patch and its 1-pixel rim
+    still = np.delete(w[0, 2].ravel(), [8 * i + j for i in range(2, 6) for j in range(2, 6)])
+    assert moved.min() > 2 * still.max()
+    np.testing.assert_allclose(w[0, 0], w[0, 1])     # frame 0 takes frame 1's change (none here)
+    np.testing.assert_allclose(w[0, 3], w[0, 4])     # nothing moves after frame 2
+    assert w[0, 3].max() < moved.min()
+    np.testing.assert_allclose(objectives.motion_weights(jnp.asarray(video), 0.0), 1.0)
+    # strength scales the share of the weight on what moves; any scale of change gives the same
+    np.testing.assert_allclose(objectives.motion_weights(jnp.asarray(video * 0.1), 4.0), w[..., None],
+                               rtol=1e-3)   # (up to the 1e-6 guard on the mean change)
+
+
+def test_vae_loss_with_motion_weight_is_the_weighted_mean():
+    cfg = vae_config.get_config("size=tiny,frames=5,res=16")
+    cfg.objective_opts.update(motion_weight=4.0, posterior="mean")
+    obj = objectives.build(cfg)
+    model = obj.model_fn(nnx.Rngs(0))
+    video = jnp.asarray(next(obj.make_data(cfg, _one_device_mesh()))["video"])
+    loss, aux = obj.loss(model, {"video": video}, jax.random.key(0))
+    mean, _ = model.moments(video)
+    err = model.reconstruct(mean, clamp=False) - video
+    w = objectives.motion_weights(video, 4.0)
+    np.testing.assert_allclose(aux["recon_l1"], (w * jnp.abs(err)).mean(), rtol=1e-5)
+    np.testing.assert_allclose(aux["recon_l2"], (w * err ** 2).mean(), rtol=1e-5)
+    assert abs(float(aux["recon_l1"]) - float(jnp.abs(err).mean())) > 1e-4   # the weights matter
+
+
+def test_vae_model_fields_override_the_preset():
+    cfg = vae_config.get_config("size=tiny,frames=5,res=16")
+    cfg.model.decoder_base_dim = 12
+    assert objectives.build(cfg).model_config.decoder_base_dim == 12
+    cfg.model.decoder_base_dimm = 12
+    with pytest.raises(ValueError, match="decoder_base_dimm"):
+        objectives.build(cfg)
+
+
 def _write_manifest(path, shapes, version=None):
     import json
     from omnijax.data import schema

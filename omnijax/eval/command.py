@@ -43,6 +43,7 @@ def table(results: dict[str, dict]) -> str:
     rows = [("lip-sync model (audio)", lambda m: m["lipsync"]["model"]["peak"]),
             ("lip-sync truth", lambda m: m["lipsync"]["truth"]["peak"]),
             ("lip-sync vae", lambda m: m["lipsync"]["vae"]["peak"]),
+            ("lip-sync vae streamed", lambda m: m["lipsync"]["vae_streamed"]["peak"]),
             ("lip-sync mismatched", lambda m: m["lipsync"]["mismatched"]["peak"]),
             ("lip-sync no_audio", lambda m: m["lipsync"]["no_audio"]["peak"]),
             ("lip-sync still", lambda m: m["lipsync"]["still"]["peak"]),
@@ -62,12 +63,16 @@ def table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def run_synthtalk(models: list[str], data: str, out: str, *, clips: int, seconds: float, steps: int | None,
-                  seed: int, color_anchor: bool = False, blend_seams: bool = True,
-                  progress: bool = True) -> dict:
+def run_synthtalk(models: list[str], data: str, out: str, *, clips: int, seconds: float | None,
+                  options=None, progress: bool = True) -> dict:
+    """Evaluate each export on `clips` held-out clips (+ a `seconds`-long chained video),
+    every video sampled with `options` (`long_video.Options`; default: the export's sampler)."""
     from omnijax.eval import plots
     from omnijax.eval import synthtalk_eval as st
+    from omnijax.sample import long_video as lv
     from omnijax.sample.bundle import load_bundle, read_meta
+
+    options = options or lv.Options()
 
     metas = [read_meta(m) for m in models]
     require_dir(data, "--data")
@@ -85,8 +90,7 @@ def run_synthtalk(models: list[str], data: str, out: str, *, clips: int, seconds
         name = _name(path, taken)
         bundle = load_bundle(path, compute_dtype="float32")
         bar = tqdm(total=len(held), desc=f"eval {name}", unit="clip", disable=not progress)
-        metrics, art = st.evaluate_model(bundle, held, others, steps=steps, seed=seed, long_seconds=seconds,
-                                         color_anchor=color_anchor, blend_seams=blend_seams,
+        metrics, art = st.evaluate_model(bundle, held, others, options=options, long_seconds=seconds,
                                          progress=lambda i, n: bar.update(1))
         bar.close()
         metrics["model"] = {"path": os.path.abspath(path), "stage": meta.get("stage"),
@@ -98,8 +102,9 @@ def run_synthtalk(models: list[str], data: str, out: str, *, clips: int, seconds
     blob["meta"] = {"models": {n: r["model"]["path"] for n, r in results.items()},
                     "data": os.path.abspath(data), "clips": [c.name for c in held],
                     "other_clips": [c.name for c in others], "seconds": seconds,
-                    "steps": steps if steps is not None else metas[0]["sampler"]["steps"], "seed": seed,
-                    "color_anchor": color_anchor, "blend_seams": blend_seams,
+                    "steps": options.steps if options.steps is not None else metas[0]["sampler"]["steps"],
+                    "seed": options.seed, "color_anchor": options.color_anchor,
+                    "blend_seams": options.blend_seams,
                     "command": " ".join(["omnijax", "eval", *sys.argv[2:]]) if sys.argv[1:2] == ["eval"] else None,
                     "wall_s": round(time.perf_counter() - t0, 1)}
     write_json(os.path.join(out, "eval.json"), blob)
@@ -163,8 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     from omnijax.sample.bundle import read_meta
     for m in a.model:
         read_meta(m)
-    blob = run_synthtalk(a.model, a.data, a.out, clips=a.clips, seconds=a.seconds or None, steps=a.steps,
-                         seed=a.seed, color_anchor=a.color_anchor, blend_seams=a.blend_seams,
+    from omnijax.sample import long_video as lv
+    options = lv.Options(steps=a.steps, seed=a.seed, color_anchor=a.color_anchor, blend_seams=a.blend_seams)
+    blob = run_synthtalk(a.model, a.data, a.out, clips=a.clips, seconds=a.seconds or None, options=options,
                          progress=not a.quiet)
     print(table(blob["models"]))
     print(f"-> {os.path.join(a.out, 'eval.json')}, frames.png, drift.png")

@@ -79,13 +79,13 @@ def load_clips(data_dir: str, height: int, width: int, fps: float, limit: int | 
     return out
 
 
-def _sample(bundle, clip: Clip, *, audio=None, pose=False, ref=True, text=True, steps=None, seed=0,
+def _sample(bundle, clip: Clip, options, *, audio=None, pose=False, ref=True, text=True,
             seconds=None) -> np.ndarray:
     from omnijax.sample import long_video as lv
     n = clip.frames.shape[0]
     kw = dict(ref=clip.reference if ref else None, text=clip.caption if text else None,
-              pose=clip.keypoints if pose else None, pose_fps=clip.fps,
-              options=lv.Options(steps=steps, seed=seed), progress=False)
+              pose=clip.keypoints if pose else None, pose_fps=clip.fps, options=options or lv.Options(),
+              progress=False)
     if audio is not None:
         kw["audio"] = audio
     else:
@@ -99,22 +99,32 @@ def _fit(wave: np.ndarray, n: int) -> np.ndarray:
     return np.pad(wave, (0, max(0, n - wave.size)))[:n]
 
 
-def vae_reconstruction(vae, frames: np.ndarray) -> np.ndarray:
-    """The VAE's reconstruction of uint8 frames (streamed; the trailing frames that do not
-    fill a 4-frame chunk are dropped): -> (1 + 4k, H, W, 3) uint8."""
-    T = 1 + 4 * ((frames.shape[0] - 1) // 4)
-    video = media.to_float(frames[:T])[None]
-    return media.to_uint8(np.asarray(vae.decode(vae.encode(video)))[0])
+def vae_reconstruction(vae, frames: np.ndarray, window: int | None = None) -> np.ndarray:
+    """The VAE's round trip of uint8 frames -> (N, H, W, 3) uint8.
+
+    window: encode and decode each run of `window` frames as a fresh sequence, as the product
+    does (preprocess caches 17-frame windows, the sampler decodes each segment on its own); a
+    shorter tail goes in the longest 1 + 4k pieces, so every frame comes back.
+    None: the whole clip as one streamed sequence (trailing frames that do not fill a 4-frame
+    chunk dropped), a test of the causal cache beyond the length the VAE trained on."""
+    if window is None:
+        T = 1 + 4 * ((frames.shape[0] - 1) // 4)
+        return media.to_uint8(np.asarray(vae.decode(vae.encode(media.to_float(frames[:T])[None])))[0])
+    out, s = [], 0
+    while frames.shape[0] - s >= 1:
+        n = min(window, 1 + 4 * ((frames.shape[0] - s - 1) // 4))
+        out.append(vae_reconstruction(vae, frames[s:s + n]))
+        s += n
+    return np.concatenate(out)
 
 
 def psnr_windows(vae, frames: np.ndarray, window: int = 17) -> float:
-    """Mean PSNR (dB, 8-bit peak) of the VAE's reconstruction over the clip's 17-frame windows,
-    each encoded as a fresh sequence (as preprocess caches them)."""
+    """Mean PSNR (dB, 8-bit peak) of the VAE's reconstruction over the clip's whole
+    `window`-frame windows, each encoded as a fresh sequence (as preprocess caches them)."""
     vals = []
     for s in range(0, frames.shape[0] - window + 1, window):
         w = frames[s:s + window]
-        rec = media.to_uint8(np.asarray(vae.decode(vae.encode(media.to_float(w)[None])))[0])
-        mse = np.mean((rec.astype(np.float64) - w.astype(np.float64)) ** 2)
+        mse = np.mean((vae_reconstruction(vae, w).astype(np.float64) - w.astype(np.float64)) ** 2)
         vals.append(10 * np.log10(255.0 ** 2 / max(mse, 1e-10)))
     return float(np.mean(vals)) if vals else float("nan")
 
@@ -138,7 +148,7 @@ def _excerpt(clip: Clip, seconds: float) -> Clip:
 
 
 def evaluate_video(bundle, frames: np.ndarray, segment_starts: list[int], clip: Clip, others: list[Clip],
-                   *, reference_seconds: float = 8.0, steps=None, seed=0) -> dict:
+                   *, reference_seconds: float = 8.0, options=None) -> dict:
     """Metrics of a chained video `frames` sampled from `clip` (its first frame, audio, pose
     and caption), next to references sampled or measured on the first `reference_seconds`.
 
@@ -150,15 +160,17 @@ def evaluate_video(bundle, frames: np.ndarray, segment_starts: list[int], clip: 
     n, sr, wave = ex.frames.shape[0], SAMPLE_RATE, ex.wave
     other = others[0]
     sync = lambda v, w=wave: lipsync.lipsync(v, w, sr, ex.fps, ref=clip.reference)  # noqa: E731
-    no_audio = _sample(bundle, ex, pose=True, steps=steps, seed=seed)
-    mismatched = _sample(bundle, ex, audio=_fit(other.wave, wave.size), pose=True, steps=steps, seed=seed)
-    no_pose = _sample(bundle, ex, audio=wave, steps=steps, seed=seed)
+    no_audio = _sample(bundle, ex, options, pose=True)
+    mismatched = _sample(bundle, ex, options, audio=_fit(other.wave, wave.size), pose=True)
+    no_pose = _sample(bundle, ex, options, audio=wave)
     still = np.repeat(clip.reference[None], n, axis=0)
-    vae_rec = vae_reconstruction(bundle.vae, ex.frames)
+    window = int(bundle.video["frames_per_segment"])
+    vae_rec = vae_reconstruction(bundle.vae, ex.frames, window)
     model = frames[:n]
     curve = appearance.drift_curve(frames, clip.reference, segment_starts)
     return {
         "lipsync": {"model": sync(model), "truth": sync(ex.frames), "vae": sync(vae_rec, wave),
+                    "vae_streamed": sync(vae_reconstruction(bundle.vae, ex.frames), wave),
                     "still": sync(still), "mismatched": sync(mismatched), "no_audio": sync(no_audio),
                     "model_full": lipsync.lipsync(frames, clip.wave, sr, clip.fps, ref=clip.reference)},
         "pose_error_px": {"model": pose.pose_error_px(model, ex.keypoints),
@@ -173,18 +185,22 @@ def evaluate_video(bundle, frames: np.ndarray, segment_starts: list[int], clip: 
                            "last_over_first": float(curve[-1] / max(curve[0], 1e-9)),
                            "seconds": frames.shape[0] / clip.fps, "segments": len(segment_starts)},
         "seam_ratio": appearance.seam_ratio(frames, segment_starts[1:]) if len(segment_starts) > 1 else None,
-        "vae_psnr_db": psnr_windows(bundle.vae, clip.frames),
+        "vae_psnr_db": psnr_windows(bundle.vae, clip.frames, window),
         "fd_proxy": fd.fd_proxy([clip.frames[:frames.shape[0]]], [frames]),
         "excerpt_frames": n,
     }
 
 
-def evaluate_model(bundle, clips: list[Clip], others: list[Clip], *, steps=None, seed=0,
-                   long_seconds: float | None = 20.0, color_anchor: bool = False,
-                   blend_seams: bool = True, progress=None) -> tuple[dict, dict]:
+def evaluate_model(bundle, clips: list[Clip], others: list[Clip], *, options=None,
+                   long_seconds: float | None = 20.0, progress=None) -> tuple[dict, dict]:
     """-> (metrics, artifacts) for one model. `others`: clips of other identities (their
-    audio drives `mismatched`, their references scale the drift curve)."""
-    sync = {k: [] for k in ("model", "model_pose", "truth", "vae", "still", "mismatched", "no_audio")}
+    audio drives `mismatched`, their references scale the drift curve). Every video is
+    sampled with `options` (`long_video.Options`; default: the export's sampler)."""
+    from omnijax.sample import long_video as lv
+    options = options or lv.Options()
+    sync = {k: [] for k in ("model", "model_pose", "truth", "vae", "vae_streamed", "still", "mismatched",
+                            "no_audio")}
+    window = int(bundle.video["frames_per_segment"])
     pose_err = {k: [] for k in ("model", "no_pose", "truth", "still")}
     found = []
     gen_clips, real_clips, first = [], [], {}
@@ -194,22 +210,23 @@ def evaluate_model(bundle, clips: list[Clip], others: list[Clip], *, steps=None,
         other = others[i % len(others)] if others else clips[(i + 1) % len(clips)]
         s = lambda frames: lipsync.lipsync(frames, wave, sr, clip.fps, ref=clip.reference)  # noqa: E731
         videos = {
-            "audio": _sample(bundle, clip, audio=wave, steps=steps, seed=seed),
-            "pose": _sample(bundle, clip, pose=True, steps=steps, seed=seed),
-            "audio_pose": _sample(bundle, clip, audio=wave, pose=True, steps=steps, seed=seed),
-            "mismatched": _sample(bundle, clip, audio=_fit(other.wave, wave.size), steps=steps, seed=seed),
+            "audio": _sample(bundle, clip, options, audio=wave),
+            "pose": _sample(bundle, clip, options, pose=True),
+            "audio_pose": _sample(bundle, clip, options, audio=wave, pose=True),
+            "mismatched": _sample(bundle, clip, options, audio=_fit(other.wave, wave.size)),
         }
         if i == 0:
-            videos["text"] = _sample(bundle, clip, ref=False, steps=steps, seed=seed)
+            videos["text"] = _sample(bundle, clip, options, ref=False)
             first = dict(videos, truth=clip.frames)
-        vae_rec = vae_reconstruction(bundle.vae, clip.frames)
         still = np.repeat(clip.reference[None], n, axis=0)
         sync["model"].append(s(videos["audio"]))
         sync["model_pose"].append(s(videos["audio_pose"]))
         sync["no_audio"].append(s(videos["pose"]))
         sync["mismatched"].append(s(videos["mismatched"]))
         sync["truth"].append(s(clip.frames))
-        sync["vae"].append(lipsync.lipsync(vae_rec, wave, sr, clip.fps, ref=clip.reference))
+        # the round trip the sampler makes (one segment at a time), and the whole clip streamed
+        sync["vae"].append(s(vae_reconstruction(bundle.vae, clip.frames, window)))
+        sync["vae_streamed"].append(s(vae_reconstruction(bundle.vae, clip.frames)))
         sync["still"].append(s(still))
         pm = pose.pose_error(videos["audio_pose"], clip.keypoints)
         found.append(pm["found"])
@@ -226,7 +243,7 @@ def evaluate_model(bundle, clips: list[Clip], others: list[Clip], *, steps=None,
         "lipsync": {k: _mean_sync(v) for k, v in sync.items()},
         "pose_error_px": {k: _mean_pose(v) for k, v in pose_err.items()},
         "pose_found": float(np.mean(found)),
-        "vae_psnr_db": float(np.mean([psnr_windows(bundle.vae, c.frames) for c in clips])),
+        "vae_psnr_db": float(np.mean([psnr_windows(bundle.vae, c.frames, window) for c in clips])),
         "fd_proxy": fd.fd_proxy(real_clips, gen_clips),
     }
     artifacts = {"first": first}
@@ -236,11 +253,8 @@ def evaluate_model(bundle, clips: list[Clip], others: list[Clip], *, steps=None,
         pool = [c.wave for c in clips + others]
         need = int(long_seconds * SAMPLE_RATE)
         speech = np.concatenate([pool[i % len(pool)] for i in range(-(-need // min(p.size for p in pool)) + 1)])
-        from omnijax.sample import long_video as lv
         segs = list(lv.generate_segments(bundle, ref=clip.reference, audio=speech[:need], text=clip.caption,
-                                         options=lv.Options(steps=steps, seed=seed, color_anchor=color_anchor,
-                                                            blend_seams=blend_seams),
-                                         progress=False))
+                                         options=options, progress=False))
         frames = np.concatenate([sg.frames for sg in segs])
         starts = lv.content_starts(segs)
         refs = [o.reference for o in others] or [c.reference for c in clips[1:]]
@@ -249,8 +263,8 @@ def evaluate_model(bundle, clips: list[Clip], others: list[Clip], *, steps=None,
             "per_segment": curve, "segment_starts": starts,
             "other_identity": appearance.other_identity_distance(clip.reference, refs) if refs else None,
             "last_over_first": float(curve[-1] / max(curve[0], 1e-9)),
-            "seconds": float(long_seconds), "segments": len(segs), "color_anchor": color_anchor,
-            "blend_seams": blend_seams}
+            "seconds": float(long_seconds), "segments": len(segs), "color_anchor": options.color_anchor,
+            "blend_seams": options.blend_seams}
         metrics["seam_ratio"] = appearance.seam_ratio(frames, starts[1:]) if len(starts) > 1 else None
         artifacts["long_video"] = frames
     return metrics, artifacts

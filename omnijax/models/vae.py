@@ -98,6 +98,14 @@ class VAEConfig:
         """Same 4x temporal / 8x spatial compression, ~0.2M weights: CPU tests and demos."""
         return cls(base_dim=8, z_dim=16, dim_mult=(1, 2, 2, 2), num_res_blocks=1)
 
+    def replace(self, **fields) -> "VAEConfig":
+        """This config with `fields` changed, named in the error when one is unknown."""
+        unknown = set(fields) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ValueError(f"unknown VAEConfig fields {sorted(unknown)}; known: "
+                             f"{sorted(f.name for f in dataclasses.fields(self))}")
+        return dataclasses.replace(self, **fields)
+
     @classmethod
     def preset(cls, name: str) -> "VAEConfig":
         if name not in PRESETS:

@@ -81,6 +81,9 @@ def base() -> ml_collections.ConfigDict:
     # e.g. --config.mesh.shape.tensor=2 for FSDP x TP; rules as {logical: mesh axes}.
     c.mesh = ml_collections.ConfigDict()
     c.mesh.shape = dict(data=1, fsdp=-1, context=1, tensor=1)
+    # devices: 0 = every device; N = only the first N (one process), e.g. a batch that
+    # the whole host cannot split
+    c.mesh.devices = 0
     c.mesh.rules = ml_collections.ConfigDict()
 
     c.optim = ml_collections.ConfigDict(dict(

@@ -48,6 +48,20 @@ def rules_from_config(rules: Mapping[str, Any] | Iterable[Sequence[Any]] | None)
     return table
 
 
+def config_devices(mesh_cfg: Mapping[str, Any]) -> list | None:
+    """The devices `mesh.devices` names: None (all of them) for 0, else the first N of a
+    single process's devices."""
+    n = int(mesh_cfg.get("devices", 0) or 0)
+    if not n:
+        return None
+    if jax.process_count() > 1:
+        raise ValueError(f"mesh.devices={n}: only for one process (this job has {jax.process_count()}); "
+                         "set mesh.shape instead")
+    if not 0 < n <= jax.device_count():
+        raise ValueError(f"mesh.devices={n}: expected 1..{jax.device_count()} (the devices here), or 0 for all")
+    return jax.devices()[:n]
+
+
 @contextlib.contextmanager
 def activate(mesh: Mesh, rules: Mapping[str, Any]) -> Iterator[None]:
     """Make `mesh` and `rules` the ambient ones for a block: `jax.set_mesh` for GSPMD and

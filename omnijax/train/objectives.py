@@ -223,6 +223,24 @@ class MMDiTObjective:
 
 # ============================================================================ VAE
 
+def motion_weights(video: jax.Array, strength: float) -> jax.Array:
+    """Per-pixel reconstruction weights `(B, T, H, W, 1)` that grow with how much a pixel
+    changes from the previous frame: `1 + strength * d / mean(d)`, renormalised to mean 1
+    per clip (so the loss keeps its scale and `lr` its meaning). d is the mean absolute RGB
+    change, spread over a 3x3 neighbourhood so both sides of a moving edge count; frame 0
+    takes frame 1's. Why: a talking person is mostly still, so a plain per-pixel loss spends
+    a small VAE's capacity on the static background and shirt, and the mouth (4% of a
+    64 px half-body frame, measured at 4.7x the frame's mean squared error) and hands,
+    which carry lip-sync and gesture, are what it reconstructs worst. strength 0: uniform."""
+    if strength == 0.0 or video.shape[1] < 2:
+        return jnp.ones(video.shape[:-1] + (1,), video.dtype)
+    d = jnp.abs(video[:, 1:] - video[:, :-1]).mean(-1, keepdims=True)
+    d = jnp.concatenate([d[:, :1], d], axis=1)
+    d = jax.lax.reduce_window(d, -jnp.inf, jax.lax.max, (1, 1, 3, 3, 1), (1,) * 5, "SAME")
+    w = 1.0 + strength * d / (d.mean(axis=(1, 2, 3, 4), keepdims=True) + 1e-6)
+    return jax.lax.stop_gradient(w / w.mean(axis=(1, 2, 3, 4), keepdims=True))
+
+
 class VAEObjective:
     name = "vae"
     breakdowns: dict = {}
@@ -230,7 +248,10 @@ class VAEObjective:
     def __init__(self, cfg):
         from omnijax.models.vae import VAEConfig
         self.cfg = cfg
-        self.model_config = VAEConfig.preset(cfg.model.size)
+        # model.size names a preset; any other model.<field> replaces that VAEConfig field
+        # (e.g. model.decoder_base_dim: a wider decoder than encoder)
+        overrides = {k: v for k, v in cfg.model.items() if k != "size"}
+        self.model_config = VAEConfig.preset(cfg.model.size).replace(**overrides)
         d = cfg.data
         self.T, self.H, self.W = int(d.frames), int(d.height), int(d.width)
         if (self.T - 1) % 4 or self.H % 8 or self.W % 8:
@@ -262,10 +283,12 @@ class VAEObjective:
         noise = jax.random.normal(rng, mean.shape, mean.dtype)
         sample = 1.0 if str(o.get("posterior", "sample")) == "sample" else 0.0
         z = mean + sample * jnp.exp(0.5 * logvar) * noise
+        video = video.astype(jnp.float32)
         rec = model.reconstruct(z, clamp=False).astype(jnp.float32)
-        err = rec - video.astype(jnp.float32)
-        l1 = jnp.abs(err).mean()
-        l2 = jnp.square(err).mean()
+        err = rec - video
+        w = motion_weights(video, float(o.get("motion_weight", 0.0)))
+        l1 = (w * jnp.abs(err)).mean()
+        l2 = (w * jnp.square(err)).mean()
         kl = 0.5 * (jnp.square(mean.astype(jnp.float32)) + jnp.exp(logvar.astype(jnp.float32))
                     - 1.0 - logvar.astype(jnp.float32)).mean()
         loss = float(o.l1_weight) * l1 + float(o.l2_weight) * l2 + float(o.kl_weight) * kl

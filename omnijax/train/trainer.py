@@ -345,7 +345,7 @@ class Setup:
 def setup(cfg, objective=None, devices=None) -> Setup:
     """Mesh, objective, optimizer, abstract state + shardings, the jitted step."""
     from omnijax.train import objectives  # model imports only when training
-    mesh = partitioning.make_mesh(dict(cfg.mesh.shape), devices)
+    mesh = partitioning.make_mesh(dict(cfg.mesh.shape), devices or mesh_lib.config_devices(cfg.mesh))
     rules = mesh_lib.rules_from_config(cfg.mesh.get("rules"))
     objective = objective or objectives.build(cfg)
     tx, schedule = state_lib.make_optimizer(cfg.optim)
