@@ -27,3 +27,4 @@ def test_windowed_round_trip_is_fresh_windows_and_keeps_every_frame():
     want = [10 * np.log10(255 ** 2 / np.mean((p.astype(float) - frames[s:s + 9]) ** 2))
             for s, p in zip((0, 9, 18), parts)]
     np.testing.assert_allclose(psnr, np.mean(want), rtol=1e-12)
+    np.testing.assert_allclose(se.psnr_windows(vae, frames, window=9, rec=win), psnr, rtol=1e-12)

@@ -114,11 +114,7 @@ class VAEConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "VAEConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown VAEConfig fields {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**d)
+        return cls().replace(**d)
 
     # -- derived sizes
     @property
