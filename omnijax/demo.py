@@ -155,24 +155,54 @@ def _train(cfg, workdir: str) -> dict:
 
 
 def vae_train_config(c):
-    """The recipe's VAE training config (no time budget: `_vae` sets it)."""
+    """The recipe's VAE training config (no time budget: `_vae` sets it). Its schedule is
+    warmup-stable-decay at a constant rate until `_cooled` sets the cooldown."""
     v = c.vae
     cfg = config_module("vae").get_config(f"size={v.size},frames={v.frames},res={c.synth.size}")
     cfg.data.update(framing=c.synth.framing, mouth_scale=c.synth.mouth_scale)
     cfg.train.update(steps=v.steps, batch_size=v.batch_size, log_every=10)
-    cfg.optim.update(lr=v.lr, ema_decay=v.ema_decay, decay_steps=v.steps, final_lr_ratio=1.0)
+    cfg.optim.update(lr=v.lr, ema_decay=v.ema_decay, schedule="wsd", decay_steps=v.steps, cooldown_steps=0,
+                     final_lr_ratio=v.final_lr_ratio)
     cfg.objective_opts.update(posterior=v.posterior, motion_weight=v.motion_weight)
     cfg.checkpoint.every = 200
     return cfg
 
 
+def _cooled(cfg, workdir: str, minutes: float, cooldown: float) -> dict:
+    """Train for a wall-clock budget of `minutes` (what is left of it when resumed) and end
+    annealed: at the constant rate for the first `1 - cooldown` of the time, then resumed
+    with the rate falling linearly to `final_lr_ratio` over as many more steps as the main
+    part's pace fits in the `cooldown` share (optim.schedule "wsd"). A time budget has no
+    step count to plan a decay over before it starts; this one is counted from the steps
+    the main part reached, written to `cooldown.json` so a resumed phase keeps it.
+    `cfg.train.steps` caps both parts together, split by the same fractions."""
+    plan_path = os.path.join(workdir, "cooldown.json")
+    cap, cool_minutes = int(cfg.train.steps), minutes * cooldown
+    if not os.path.exists(plan_path):
+        left = minutes - minutes_trained(workdir)
+        cfg.train.update(steps=max(1, round(cap * (1 - cooldown))), max_minutes=max(left - cool_minutes, 0.05))
+        reached = _train(cfg, workdir)["steps"]
+        plan = {"from": reached, "steps": max(1, round(reached * cooldown / (1 - cooldown)))}
+        with open(plan_path + ".tmp", "w") as f:
+            json.dump(plan, f)
+        os.replace(plan_path + ".tmp", plan_path)
+    plan = json.load(open(plan_path))
+    total = plan["from"] + plan["steps"]
+    # the cooldown's own time plus half of it again as slack: its pace was estimated with
+    # the main part's compile included, and a cut-short cooldown ends above the final rate
+    left = max(minutes - minutes_trained(workdir), 0.0) + 0.5 * cool_minutes
+    cfg.train.update(steps=total, max_minutes=max(left, 0.05))
+    cfg.optim.update(schedule="wsd", decay_steps=total, cooldown_steps=plan["steps"])
+    info = _train(cfg, workdir)
+    return dict(info, cooldown_from=plan["from"])
+
+
 def _vae(c, out: str) -> dict:
     from omnijax import export
     v = c.vae
-    cfg = vae_train_config(c)
     workdir = os.path.join(out, "runs", "vae")
-    cfg.train.max_minutes = _budget(c, c.shares.vae, workdir)
-    info = _train(cfg, workdir)
+    _budget(c, c.shares.vae, workdir)           # says so when the phase resumes
+    info = _cooled(vae_train_config(c), workdir, c.minutes * c.shares.vae, v.cooldown)
     target = os.path.join(out, "models", "vae")
     shutil.rmtree(target, ignore_errors=True)
     os.makedirs(os.path.dirname(target), exist_ok=True)

@@ -74,6 +74,28 @@ def test_the_recipes_batch_of_2_trains_on_a_host_of_8_devices(tmp_path):
     assert cfg.mesh.devices == 0                          # 8 splits: every device
 
 
+def test_a_timed_phase_ends_with_a_linear_cooldown_that_a_rerun_keeps(tmp_path):
+    """demo._cooled: the main part at a constant rate (here it stops at its share of the step
+    cap, 16 of 20), then the rate falls linearly to final_lr_ratio over 16 x 0.2 / 0.8 = 4
+    more steps; a rerun of the finished phase trains nothing more."""
+    cfg = demo.config_module("vae").get_config("size=tiny,frames=1,res=16")
+    cfg.train.update(steps=20, batch_size=2, log_every=1)
+    cfg.optim.update(lr=1e-3, warmup_steps=0, schedule="wsd", decay_steps=20, cooldown_steps=0,
+                     final_lr_ratio=0.1)
+    cfg.checkpoint.every = 100
+    workdir = str(tmp_path / "vae")
+    info = demo._cooled(cfg, workdir, minutes=30.0, cooldown=0.2)
+    assert info["steps"] == 20 and info["cooldown_from"] == 16
+    assert json.load(open(os.path.join(workdir, "cooldown.json"))) == {"from": 16, "steps": 4}
+    lr = {r["step"]: r["lr"] for r in map(json.loads, open(os.path.join(workdir, "metrics.jsonl")))}
+    # the row of step s logs the rate of its update, the schedule at s - 1 (optax counts from 0)
+    assert [lr[s] for s in range(1, 18)] == pytest.approx([1e-3] * 17)
+    assert [lr[s] for s in (18, 19, 20)] == pytest.approx([1e-3 - k * 0.9e-3 / 4 for k in (1, 2, 3)], rel=1e-5)
+    again = demo._cooled(cfg, workdir, minutes=30.0, cooldown=0.2)
+    assert again["steps"] == 20
+    assert len(open(os.path.join(workdir, "metrics.jsonl")).readlines()) == 20
+
+
 def test_the_bundled_model_is_an_export_of_this_code():
     """The bundled weights load with today's model code (re-export them when the format changes)."""
     from omnijax.sample.bundle import load_bundle

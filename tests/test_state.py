@@ -28,6 +28,27 @@ def test_schedule_warmup_then_cosine():
     assert float(sched(110)) == pytest.approx(0.1)
 
 
+def test_schedule_wsd_holds_then_cools_down_linearly():
+    sched = state_lib.learning_rate_schedule(_optim(schedule="wsd", cooldown_steps=20))
+    assert float(sched(5)) == pytest.approx(0.5)                        # the same warmup
+    for step in (10, 50, 90):
+        assert float(sched(step)) == pytest.approx(1.0)                 # stable
+    assert float(sched(100)) == pytest.approx(0.55, rel=1e-5)           # linear midpoint
+    assert float(sched(110)) == pytest.approx(0.1)
+    assert float(sched(500)) == pytest.approx(0.1)
+    # resumed for a cooldown from step 60: the steps before it saw the same rate
+    cooled = state_lib.learning_rate_schedule(_optim(schedule="wsd", decay_steps=80, cooldown_steps=20))
+    assert [float(cooled(s)) for s in range(61)] == [float(sched(s)) for s in range(61)]
+    assert float(cooled(70)) == pytest.approx(0.55, rel=1e-5)
+
+
+def test_schedule_rejects_unknown_kind_and_long_cooldown():
+    with pytest.raises(ValueError, match="optim.schedule='linear'"):
+        state_lib.learning_rate_schedule(_optim(schedule="linear"))
+    with pytest.raises(ValueError, match="optim.cooldown_steps=101"):
+        state_lib.learning_rate_schedule(_optim(schedule="wsd", cooldown_steps=101))
+
+
 def test_clipping_and_decay_mask():
     tx, _ = state_lib.make_optimizer(_optim(warmup_steps=0, decay_steps=10, weight_decay=0.0))
     params = {"dense": {"kernel": jnp.ones((2, 2)), "bias": jnp.ones((2,))}}

@@ -88,6 +88,7 @@ def base() -> ml_collections.ConfigDict:
 
     c.optim = ml_collections.ConfigDict(dict(
         lr=1e-4, warmup_steps=100, decay_steps=10_000, final_lr_ratio=0.1,
+        schedule="cosine", cooldown_steps=0,   # wsd: constant, then linear over the last cooldown_steps
         b1=0.9, b2=0.99, eps=1e-8, weight_decay=0.01, clip_norm=1.0, ema_decay=0.999,
         ema_warmup=True))   # EMA decay min(ema_decay, (1 + n) / (10 + n)) at update n
 

@@ -45,11 +45,31 @@ class TrainState:
 # ----------------------------------------------------------------------------- optimizer
 
 def learning_rate_schedule(cfg) -> optax.Schedule:
-    """Linear warmup to `cfg.lr`, then cosine decay to `cfg.lr * cfg.final_lr_ratio`."""
-    total = max(int(cfg.decay_steps), int(cfg.warmup_steps) + 1)
-    return optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=float(cfg.lr), warmup_steps=int(cfg.warmup_steps),
-        decay_steps=total, end_value=float(cfg.lr) * float(cfg.final_lr_ratio))
+    """Linear warmup to `cfg.lr`, then down to `cfg.lr * cfg.final_lr_ratio` at `decay_steps`.
+
+    `cfg.schedule`: "cosine" (the default) decays along a cosine from the warmup's end;
+    "wsd" (warmup-stable-decay) holds `lr` and decays linearly over the last
+    `cfg.cooldown_steps` steps only. A run whose length is a wall-clock budget trains at a
+    constant rate and is cooled down afterwards by resuming it with `decay_steps` = the step
+    it reached + `cooldown_steps`: the steps before the cooldown saw the same rate either way.
+    """
+    warmup, lr = int(cfg.warmup_steps), float(cfg.lr)
+    total = max(int(cfg.decay_steps), warmup + 1)
+    end = lr * float(cfg.final_lr_ratio)
+    kind = str(cfg.get("schedule", "cosine"))
+    if kind == "cosine":
+        return optax.warmup_cosine_decay_schedule(
+            init_value=0.0, peak_value=lr, warmup_steps=warmup, decay_steps=total, end_value=end)
+    if kind != "wsd":
+        raise ValueError(f"optim.schedule={kind!r}: expected 'cosine' or 'wsd'")
+    cooldown = int(cfg.get("cooldown_steps", 0))
+    if not 0 <= cooldown <= total - warmup:
+        raise ValueError(f"optim.cooldown_steps={cooldown}: expected 0..{total - warmup} "
+                         f"(decay_steps {total} - warmup_steps {warmup})")
+    stable = total - warmup - cooldown
+    parts = [optax.linear_schedule(0.0, lr, warmup), optax.constant_schedule(lr),
+             optax.linear_schedule(lr, end, max(cooldown, 1)), optax.constant_schedule(end)]
+    return optax.join_schedules(parts, [warmup, warmup + stable, total])
 
 
 # Weight decay by a parameter's role, read from its name, never from its rank: stacked
