@@ -466,7 +466,7 @@ def train(cfg, workdir: str, objective=None) -> int:
     # a timed run ends at its budget, not at train.steps: show the time left, not an ETA
     timed = dict(bar_format="{desc}: {n_fmt} steps [{elapsed}, {rate_fmt}{postfix}]") if budget > 0 else {}
     bar = tqdm(total=total, initial=start, disable=jax.process_index() != 0,
-               desc=f"train {objective.name}" + (f" ({budget:g} min budget)" if budget > 0 else ""),
+               desc=f"train {objective.name}" + (f" ({budget:.3g} min budget)" if budget > 0 else ""),
                dynamic_ncols=True, **timed)
     t_last, n_last = time.perf_counter(), start
 
