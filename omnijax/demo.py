@@ -176,6 +176,11 @@ def _cooled(cfg, workdir: str, minutes: float, cooldown: float) -> dict:
     step count to plan a decay over before it starts; this one is counted from the steps
     the main part reached, written to `cooldown.json` so a resumed phase keeps it.
     `cfg.train.steps` caps both parts together, split by the same fractions."""
+    if not 0 <= cooldown < 1:
+        raise ValueError(f"cooldown={cooldown}: expected a fraction of the budget in [0, 1)")
+    if cooldown == 0:
+        cfg.train.max_minutes = max(minutes - minutes_trained(workdir), 0.05)
+        return _train(cfg, workdir)
     plan_path = os.path.join(workdir, "cooldown.json")
     cap, cool_minutes = int(cfg.train.steps), minutes * cooldown
     if not os.path.exists(plan_path):

@@ -94,6 +94,8 @@ def test_a_timed_phase_ends_with_a_linear_cooldown_that_a_rerun_keeps(tmp_path):
     again = demo._cooled(cfg, workdir, minutes=30.0, cooldown=0.2)
     assert again["steps"] == 20
     assert len(open(os.path.join(workdir, "metrics.jsonl")).readlines()) == 20
+    with pytest.raises(ValueError, match="cooldown=1.0"):
+        demo._cooled(cfg, workdir, minutes=30.0, cooldown=1.0)
 
 
 def test_the_bundled_model_is_an_export_of_this_code():
